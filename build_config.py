@@ -1,0 +1,100 @@
+"""One definition of what the extension is built from, shared by setup.py and CMakeLists.txt.
+
+`python build_config.py --cmake` prints the same plan as CMake `set(...)` lines.
+"""
+import glob
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+CXX_FLAGS = ["-O3", "-std=c++17", "-fopenmp"]
+NVCC_FLAGS = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo", "--expt-relaxed-constexpr"]
+# Without a visible GPU we still compile for Hopper (the benchmark machine) and Ampere/Ada.
+DEFAULT_CUDA_ARCHS = "8.0;8.6;8.9;9.0"
+
+
+def _sources(pattern):
+    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+
+
+def find_cuda_home():
+    for candidate in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if candidate and os.path.exists(os.path.join(candidate, "bin", "nvcc")):
+            return candidate
+    nvcc = shutil.which("nvcc")
+    return os.path.dirname(os.path.dirname(os.path.realpath(nvcc))) if nvcc else None
+
+
+def _visible_gpu_archs():
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            caps = {torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}
+            return ";".join(f"{major}.{minor}" for major, minor in sorted(caps))
+    except Exception:  # a broken driver must not break a CPU build
+        return None
+    return None
+
+
+@dataclass
+class BuildPlan:
+    with_cuda: bool
+    reason: str
+    cuda_home: str | None = None
+    cuda_arch_list: str = ""
+    sources: list = field(default_factory=list)
+    defines: list = field(default_factory=list)
+
+    def describe(self):
+        if self.with_cuda:
+            return f"CUDA build (CUDA_HOME={self.cuda_home}, archs {self.cuda_arch_list})"
+        return f"CPU-only build: {self.reason}"
+
+
+def plan():
+    cpu_sources = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp")
+    if os.environ.get("FRACTAL_EXT_CPU_ONLY") == "1":
+        return BuildPlan(False, "FRACTAL_EXT_CPU_ONLY=1", sources=cpu_sources)
+    try:
+        import torch
+    except ImportError:
+        return BuildPlan(False, "torch is not installed", sources=cpu_sources)
+    if torch.version.cuda is None:
+        return BuildPlan(False, "torch is a CPU-only build", sources=cpu_sources)
+    cuda_home = find_cuda_home()
+    if cuda_home is None:
+        return BuildPlan(False, "nvcc not found (set CUDA_HOME)", sources=cpu_sources)
+    archs = os.environ.get("TORCH_CUDA_ARCH_LIST") or _visible_gpu_archs() or DEFAULT_CUDA_ARCHS
+    return BuildPlan(
+        True,
+        "",
+        cuda_home=cuda_home,
+        cuda_arch_list=archs,
+        sources=cpu_sources + _sources("csrc/cuda/*.cu"),
+        defines=["FRACTAL_EXT_WITH_CUDA"],
+    )
+
+
+def nvcc_version(cuda_home):
+    try:
+        out = subprocess.run([os.path.join(cuda_home, "bin", "nvcc"), "--version"], capture_output=True, text=True)
+        return out.stdout.strip().splitlines()[-1]
+    except OSError:
+        return None
+
+
+if __name__ == "__main__":
+    p = plan()
+    if "--cmake" in sys.argv:
+        print(f"set(FRACTAL_EXT_WITH_CUDA {'ON' if p.with_cuda else 'OFF'})")
+        print(f"set(FRACTAL_EXT_SOURCES {' '.join(p.sources)})")
+        print(f"set(FRACTAL_EXT_CXX_FLAGS {' '.join(CXX_FLAGS)})")
+        print(f"set(FRACTAL_EXT_NVCC_FLAGS {' '.join(NVCC_FLAGS)})")
+        print(f"set(FRACTAL_EXT_CUDA_ARCHS \"{p.cuda_arch_list}\")")
+        print(f"set(FRACTAL_EXT_CUDA_HOME \"{p.cuda_home or ''}\")")
+    else:
+        print(p.describe())

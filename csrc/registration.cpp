@@ -1,0 +1,41 @@
+// The operator schemas of fractal_ext, declared once. CPU kernels register in csrc/cpu/,
+// CUDA kernels in csrc/cuda/; fake (meta) implementations and autograd live in
+// fractal_ext/ops.py; plain-PyTorch references in fractal_ext/reference.py.
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// `import fractal_ext._C` loads this shared object, which runs the registrations below.
+// The module itself has no Python functions: everything is reached via torch.ops.fractal_ext.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(fractal_ext, m) {
+  // images [B, C, H, W] -> patches [B, (H/p)*(W/p), C*p*p]; tokens in raster order, features
+  // ordered (channel, row in patch, column in patch).
+  m.def("patchify(Tensor images, int patch_size) -> Tensor");
+  // patches [B, L, C*p*p] with L a perfect square -> images [B, C, sqrt(L)*p, sqrt(L)*p].
+  m.def("unpatchify(Tensor patches, int patch_size) -> Tensor");
+  // conditions [B, L, C] on a sqrt(L) x sqrt(L) grid; batch_index, token_index int64 [M]
+  // -> [5, M, C]: (middle, top, right, bottom, left) of each selected token, zero off-grid.
+  m.def("gather_neighbour_conditions(Tensor conditions, Tensor batch_index, Tensor token_index) -> Tensor");
+  // grad [5, M, C] -> grad of conditions [batch_size, seq_len, C] (scatter-add of the gather).
+  m.def(
+      "gather_neighbour_conditions_backward(Tensor grad, Tensor batch_index, Tensor token_index, "
+      "int batch_size, int seq_len) -> Tensor");
+  // q, k, v [B, T, H, D] (T new positions); k_cache, v_cache [B, H, S_max, D], updated in place
+  // at positions [cache_seqlens[b], cache_seqlens[b] + T); cache_seqlens int32 [B].
+  // New query t attends causally to cache positions [0, cache_seqlens[b] + t]. -> out [B, T, H, D].
+  m.def(
+      "kv_cache_attention(Tensor q, Tensor k, Tensor v, Tensor(a!) k_cache, Tensor(b!) v_cache, "
+      "Tensor cache_seqlens, float scale) -> Tensor");
+  // logits [R, V]. With cfg (float32 [n], R = 2n: rows [0, n) conditional, [n, 2n) unconditional)
+  // the SPEC section 4 filter and guidance apply; without it R = n rows are sampled as they are.
+  // -> (token ids int64 [n], normalised pixel values float32 [n] for colour channel `channel`).
+  m.def(
+      "cfg_filter_sample(Tensor logits, Tensor? cfg, float temperature, float filter_threshold, "
+      "int channel, bool greedy, Generator? generator) -> (Tensor, Tensor)");
+}

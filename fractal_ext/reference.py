@@ -1,0 +1,125 @@
+"""Plain-PyTorch versions of the fractal_ext operators.
+
+They compute what the official code computes, the way it computes it (composite torch ops).
+They are the test oracle of the C++/CUDA kernels and the fallback when the extension is not
+built. Shapes and semantics are documented on the schemas in csrc/registration.cpp.
+"""
+import math
+
+import torch
+
+PIXEL_MEAN = (0.485, 0.456, 0.406)
+PIXEL_STD = (0.229, 0.224, 0.225)
+VOCAB_SIZE = 256
+
+
+def grid_side(seq_len: int) -> int:
+    side = math.isqrt(seq_len)
+    if side * side != seq_len:
+        raise ValueError(f"sequence length {seq_len} is not a square grid")
+    return side
+
+
+def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
+    b, c, h, w = images.shape
+    p = patch_size
+    x = images.reshape(b, c, h // p, p, w // p, p)
+    x = torch.einsum("nchpwq->nhwcpq", x)
+    return x.reshape(b, (h // p) * (w // p), c * p * p)
+
+
+def unpatchify(patches: torch.Tensor, patch_size: int) -> torch.Tensor:
+    b, seq_len, features = patches.shape
+    p = patch_size
+    side = grid_side(seq_len)
+    c = features // (p * p)
+    x = patches.reshape(b, side, side, c, p, p)
+    x = torch.einsum("nhwcpq->nchpwq", x)
+    return x.reshape(b, c, side * p, side * p)
+
+
+def neighbour_conditions(middle: torch.Tensor) -> list[torch.Tensor]:
+    """[B, L, C] -> [middle, top, right, bottom, left], each [B, L, C], zero off the grid."""
+    b, seq_len, c = middle.shape
+    side = grid_side(seq_len)
+    grid = middle.reshape(b, side, side, c)
+    zero_row = grid.new_zeros(b, 1, side, c)
+    zero_col = grid.new_zeros(b, side, 1, c)
+    top = torch.cat([zero_row, grid[:, :-1]], dim=1)
+    right = torch.cat([grid[:, :, 1:], zero_col], dim=2)
+    bottom = torch.cat([grid[:, 1:], zero_row], dim=1)
+    left = torch.cat([zero_col, grid[:, :, :-1]], dim=2)
+    return [middle] + [x.reshape(b, seq_len, c) for x in (top, right, bottom, left)]
+
+
+def gather_neighbour_conditions(conditions, batch_index, token_index):
+    five = neighbour_conditions(conditions)
+    return torch.stack([x[batch_index, token_index] for x in five])
+
+
+def gather_neighbour_conditions_backward(grad, batch_index, token_index, batch_size, seq_len):
+    conditions = grad.new_zeros(batch_size, seq_len, grad.shape[-1], requires_grad=True)
+    with torch.enable_grad():
+        out = gather_neighbour_conditions(conditions, batch_index, token_index)
+        (result,) = torch.autograd.grad(out, conditions, grad)
+    return result
+
+
+def kv_cache_attention(q, k, v, k_cache, v_cache, cache_seqlens, scale):
+    """Writes k, v into the caches in place and attends causally over the valid prefix."""
+    batch, new_len, heads, head_dim = q.shape
+    max_len = k_cache.shape[2]
+    starts = cache_seqlens.long().tolist()
+    for b, start in enumerate(starts):
+        if start < 0 or start + new_len > max_len:
+            raise ValueError(f"kv_cache_attention: cache_seqlens[{b}]={start} + {new_len} new positions "
+                             f"overflows the cache of {max_len}")
+        k_cache[b, :, start:start + new_len] = k[b].transpose(0, 1)
+        v_cache[b, :, start:start + new_len] = v[b].transpose(0, 1)
+    scores = torch.einsum("bthd,bhsd->bhts", q.float(), k_cache.float()) * scale
+    key_pos = torch.arange(max_len, device=q.device)
+    query_pos = cache_seqlens.long()[:, None] + torch.arange(new_len, device=q.device)  # [B, T]
+    visible = key_pos[None, None, :] <= query_pos[:, :, None]  # [B, T, S]
+    scores = scores.masked_fill(~visible[:, None], float("-inf"))
+    out = torch.einsum("bhts,bhsd->bthd", scores.softmax(-1), v_cache.float())
+    return out.to(q.dtype)
+
+
+def guided_probabilities(logits, cfg, temperature, filter_threshold):
+    """SPEC section 4, steps 1-3: temperature, conditional filter, CFG, softmax (in logits' dtype)."""
+    logits = logits * temperature
+    if cfg is None:
+        return torch.softmax(logits, dim=-1)
+    n = logits.shape[0] // 2
+    cond, uncond = logits[:n], logits[n:]
+    unlikely = torch.softmax(cond, dim=-1) < filter_threshold
+    lifted = cond - cond.max(dim=-1, keepdim=True).values + uncond.max(dim=-1, keepdim=True).values
+    uncond = torch.where(unlikely, torch.maximum(uncond, lifted), uncond)
+    cfg = torch.as_tensor(cfg, dtype=logits.dtype, device=logits.device)
+    if cfg.dim() == 1:  # one scale per conditional row
+        cfg = cfg[:, None]
+    guided = uncond + cfg * (cond - uncond)
+    return torch.softmax(guided, dim=-1)
+
+
+def token_to_pixel_value(tokens, channel):
+    """Integer pixel value -> normalised value, in float32 exactly as the official code does."""
+    mean = torch.tensor(PIXEL_MEAN[channel], dtype=torch.float32)
+    std = torch.tensor(PIXEL_STD[channel], dtype=torch.float32)
+    return (tokens.float() / 255 - mean.to(tokens.device)) / std.to(tokens.device)
+
+
+def cfg_filter_sample(logits, cfg, temperature, filter_threshold, channel, greedy, generator=None):
+    """Rows whose logits hold a NaN or are all -inf have no distribution: they get token 0 and a
+    NaN pixel value, so the failure shows in the image instead of as an out-of-range id."""
+    probs = guided_probabilities(logits.float(), cfg, temperature, filter_threshold)
+    broken = ~torch.isfinite(probs).all(dim=-1)
+    probs = torch.where(broken[:, None], torch.ones_like(probs), probs)
+    if greedy:
+        tokens = probs.argmax(dim=-1)
+    else:
+        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    tokens = torch.where(broken, torch.zeros_like(tokens), tokens)
+    values = token_to_pixel_value(tokens, channel)
+    values = torch.where(broken, torch.full_like(values, float("nan")), values)
+    return tokens, values
