@@ -1,0 +1,32 @@
+# `make test` is the project's test command: it creates .venv if absent, installs what is
+# needed, builds the C++/CUDA extension in place and runs the test suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# CUDA kernels are compiled wherever nvcc exists, also without a GPU (they are then only
+# compiled and linked). Hopper only by default here, to keep the 2-core build short.
+export CUDA_HOME ?= /usr/local/cuda
+export TORCH_CUDA_ARCH_LIST ?= 9.0
+export MAX_JOBS ?= 2
+
+.PHONY: test setup build bench clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+setup: $(VENV)/.installed
+
+build: setup
+	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
+
+test: build
+	$(PY) -m pytest -q
+
+bench: build
+	$(PY) -m pytest benchmarks -q -s -p no:randomly
+
+clean:
+	rm -rf build *.egg-info fractal_ext/_C*.so

@@ -1,0 +1,100 @@
+"""Model configurations: the official ones (SPEC section 1), their published sampling settings
+(SPEC section 5), and validation of custom level lists."""
+import dataclasses
+import json
+from dataclasses import dataclass
+
+
+@dataclass
+class FractalConfig:
+    img_size_list: tuple
+    embed_dim_list: tuple
+    num_blocks_list: tuple
+    num_heads_list: tuple
+    generator_type_list: tuple
+    label_drop_prob: float = 0.1
+    class_num: int = 1000
+    attn_dropout: float = 0.1
+    proj_dropout: float = 0.1
+    guiding_pixel: bool = False
+    num_conds: int = 1
+    r_weight: float = 1.0
+    grad_checkpointing: bool = False
+
+    def constructor_kwargs(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.constructor_kwargs(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "FractalConfig":
+        try:
+            values = json.loads(text)
+            return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"not a valid fractal_ext model config: {error}") from error
+
+    def validate(self):
+        levels = len(self.img_size_list)
+        if levels < 2:
+            raise ValueError(f"img_size_list needs at least 2 levels (a generator and the pixel head), got {self.img_size_list}")
+        for name in ("embed_dim_list", "num_blocks_list", "num_heads_list"):
+            if len(getattr(self, name)) != levels:
+                raise ValueError(f"{name} must have one entry per level ({levels}), got {getattr(self, name)}")
+        if len(self.generator_type_list) < levels - 1:
+            raise ValueError(f"generator_type_list needs one entry per generator level ({levels - 1}), "
+                             f"got {self.generator_type_list}")
+        if self.img_size_list[-1] != 1:
+            raise ValueError(f"the last level models single pixels: img_size_list must end in 1, got {self.img_size_list}")
+        for outer, inner in zip(self.img_size_list, self.img_size_list[1:]):
+            if inner >= outer or outer % inner:
+                raise ValueError(f"each image size must be a proper multiple of the next, got {self.img_size_list}")
+        for dim, heads in zip(self.embed_dim_list, self.num_heads_list):
+            if heads < 1 or dim % heads:
+                raise ValueError(f"embed_dim {dim} is not divisible by num_heads {heads}")
+        for i, kind in enumerate(self.generator_type_list[: levels - 1]):
+            if kind not in ("ar", "mar"):
+                raise ValueError(f"generator_type_list entries must be 'ar' or 'mar', got {kind!r}")
+            if kind == "ar" and (self.embed_dim_list[i] // self.num_heads_list[i]) % 4:
+                raise ValueError(f"AR level {i}: head_dim must be a multiple of 4 for the 2-D rotary embedding")
+            if kind == "mar" and i > 0 and self.generator_type_list[i - 1] == "ar" and self.num_conds > 1:
+                raise ValueError(f"level {i} is MAR with num_conds={self.num_conds} but follows an AR level, "
+                                 "which passes a single condition")
+        if not 1 <= self.num_conds <= 5:
+            raise ValueError(f"num_conds must be in 1..5, got {self.num_conds}")
+        if self.class_num < 1:
+            raise ValueError(f"class_num must be >= 1, got {self.class_num}")
+        if not 0.0 <= self.label_drop_prob <= 1.0:
+            raise ValueError(f"label_drop_prob must be in [0, 1], got {self.label_drop_prob}")
+
+
+OFFICIAL_ARCHITECTURES = {
+    "fractalar_in64": dict(img_size_list=(64, 4, 1), embed_dim_list=(1024, 512, 128), num_blocks_list=(32, 8, 3),
+                           num_heads_list=(16, 8, 4), generator_type_list=("ar", "ar", "ar"), num_conds=1),
+    "fractalmar_in64": dict(img_size_list=(64, 4, 1), embed_dim_list=(1024, 512, 128), num_blocks_list=(32, 8, 3),
+                            num_heads_list=(16, 8, 4), generator_type_list=("mar", "mar", "ar"), num_conds=5),
+    "fractalmar_base_in256": dict(img_size_list=(256, 16, 4, 1), embed_dim_list=(768, 384, 192, 64),
+                                  num_blocks_list=(24, 6, 3, 1), num_heads_list=(12, 6, 3, 4),
+                                  generator_type_list=("mar", "mar", "mar", "ar"), num_conds=5, guiding_pixel=True),
+    "fractalmar_large_in256": dict(img_size_list=(256, 16, 4, 1), embed_dim_list=(1024, 512, 256, 64),
+                                   num_blocks_list=(32, 8, 4, 1), num_heads_list=(16, 8, 4, 4),
+                                   generator_type_list=("mar", "mar", "mar", "ar"), num_conds=5, guiding_pixel=True),
+    "fractalmar_huge_in256": dict(img_size_list=(256, 16, 4, 1), embed_dim_list=(1280, 640, 320, 64),
+                                  num_blocks_list=(40, 10, 5, 1), num_heads_list=(16, 8, 4, 4),
+                                  generator_type_list=("mar", "mar", "mar", "ar"), num_conds=5, guiding_pixel=True),
+}
+
+# Published sampling settings (SPEC section 5).
+PUBLISHED_SAMPLING = {
+    "fractalar_in64": dict(num_iter_list=(64, 16), cfg=11.0, cfg_schedule="linear", temperature=1.03,
+                           filter_threshold=1e-4),
+    "fractalmar_in64": dict(num_iter_list=(64, 16), cfg=6.5, cfg_schedule="linear", temperature=1.02,
+                            filter_threshold=1e-4),
+    "fractalmar_base_in256": dict(num_iter_list=(64, 16, 16), cfg=29.0, cfg_schedule="linear", temperature=1.1,
+                                  filter_threshold=1e-4),
+    "fractalmar_large_in256": dict(num_iter_list=(64, 16, 16), cfg=21.0, cfg_schedule="linear", temperature=1.1,
+                                   filter_threshold=1e-4),
+    "fractalmar_huge_in256": dict(num_iter_list=(64, 16, 16), cfg=19.0, cfg_schedule="linear", temperature=1.1,
+                                  filter_threshold=1e-4),
+}

@@ -1,0 +1,165 @@
+"""FractalGen: a chain of generator levels ending in the pixel head, as in the paper.
+
+Level 0 turns class labels into conditions; each generator turns (images of its level,
+conditions) into (patches for the next level, their conditions); the last level is the pixel
+head. `sample` recurses the same way, from the class condition down to single pixels.
+"""
+from functools import partial
+
+import torch
+from torch import nn
+
+from fractal_ext import reference
+from fractal_ext.models.ar import AR
+from fractal_ext.models.config import FractalConfig
+from fractal_ext.models.mar import MAR
+from fractal_ext.models.pixel_head import PixelLoss
+from fractal_ext.models.sampling_controls import SamplingControls
+
+GENERATORS = {"ar": AR, "mar": MAR}
+
+
+class FractalGen(nn.Module):
+    def __init__(self, img_size_list, embed_dim_list, num_blocks_list, num_heads_list, generator_type_list,
+                 label_drop_prob=0.1, class_num=1000, attn_dropout=0.1, proj_dropout=0.1, guiding_pixel=False,
+                 num_conds=1, r_weight=1.0, grad_checkpointing=False, fractal_level=0):
+        super().__init__()
+        config = FractalConfig(
+            img_size_list=tuple(img_size_list), embed_dim_list=tuple(embed_dim_list),
+            num_blocks_list=tuple(num_blocks_list), num_heads_list=tuple(num_heads_list),
+            generator_type_list=tuple(generator_type_list), label_drop_prob=label_drop_prob,
+            class_num=class_num, attn_dropout=attn_dropout, proj_dropout=proj_dropout,
+            guiding_pixel=guiding_pixel, num_conds=num_conds, r_weight=r_weight,
+            grad_checkpointing=grad_checkpointing,
+        )
+        if fractal_level == 0:
+            config.validate()
+        self.config = config
+        self.fractal_level = fractal_level
+        self.num_fractal_levels = len(config.img_size_list)
+        level = fractal_level
+        dims = config.embed_dim_list
+
+        if level == 0:
+            self.num_classes = class_num
+            self.label_drop_prob = label_drop_prob
+            self.class_emb = nn.Embedding(class_num, dims[0])
+            self.fake_latent = nn.Parameter(torch.zeros(1, dims[0]))
+            nn.init.normal_(self.class_emb.weight, std=0.02)
+            nn.init.normal_(self.fake_latent, std=0.02)
+
+        self.generator = GENERATORS[config.generator_type_list[level]](
+            seq_len=(config.img_size_list[level] // config.img_size_list[level + 1]) ** 2,
+            patch_size=config.img_size_list[level + 1],
+            cond_embed_dim=dims[level - 1] if level > 0 else dims[0],
+            embed_dim=dims[level],
+            num_blocks=config.num_blocks_list[level],
+            num_heads=config.num_heads_list[level],
+            attn_dropout=attn_dropout,
+            proj_dropout=proj_dropout,
+            guiding_pixel=guiding_pixel if level > 0 else False,
+            num_conds=num_conds,
+            grad_checkpointing=grad_checkpointing,
+        )
+        if level < self.num_fractal_levels - 2:
+            self.next_fractal = FractalGen(**config.constructor_kwargs(), fractal_level=level + 1)
+        else:
+            self.next_fractal = PixelLoss(
+                c_channels=dims[level], width=dims[level + 1], depth=config.num_blocks_list[level + 1],
+                num_heads=config.num_heads_list[level + 1], r_weight=r_weight,
+            )
+
+    def class_condition(self, labels, generator=None):
+        """Level-0 condition of each image: its class embedding; in training a `label_drop_prob`
+        fraction is replaced by `fake_latent` (CFG training); in eval every row is (the NLL is
+        unconditional)."""
+        if self.training:
+            class_embedding = self.class_emb(labels)
+            drop = torch.rand(labels.shape[0], generator=generator, device=labels.device) < self.label_drop_prob
+            drop = drop.unsqueeze(-1).to(class_embedding.dtype)
+            return drop * self.fake_latent + (1 - drop) * class_embedding
+        return self.fake_latent.expand(labels.shape[0], -1)
+
+    def forward(self, imgs, cond_list, generator: torch.Generator | None = None, mask_all_tokens: bool = False):
+        """Training loss. At level 0 `cond_list` holds the class labels [B].
+        `mask_all_tokens` masks every MAR token (the deterministic evaluation of the references)."""
+        if self.fractal_level == 0:
+            check_normalised_images(imgs, self.config.img_size_list[0])
+            cond_list = [self.class_condition(cond_list, generator)] * 5
+        gen_kwargs = {"mask_all_tokens": mask_all_tokens} if isinstance(self.generator, MAR) else {}
+        imgs, cond_list, guiding_pixel_loss = self.generator(imgs, cond_list, generator=generator, **gen_kwargs)
+        if isinstance(self.next_fractal, FractalGen):
+            loss = self.next_fractal(imgs, cond_list, generator=generator, mask_all_tokens=mask_all_tokens)
+        else:
+            loss = self.next_fractal(imgs, cond_list, generator=generator)
+        return loss + guiding_pixel_loss
+
+    @torch.no_grad()
+    def sample(self, cond_list, num_iter_list, cfg, cfg_schedule, temperature, filter_threshold, fractal_level=0,
+               visualize=False, *, generator: torch.Generator | None = None, greedy: bool = False,
+               raster_order: bool = False, controls: SamplingControls | None = None):
+        """Official generation entry point: condition list -> normalised images [B, 3, H, W].
+
+        Keyword-only extras: `generator` for every random choice, `greedy` (most likely token
+        instead of a draw) and `raster_order` (MAR order 0..L-1 instead of a random one)."""
+        if controls is None:
+            controls = SamplingControls(generator, greedy, raster_order)
+        if fractal_level == 0:
+            validate_sampling_args(self, cond_list, num_iter_list, cfg, cfg_schedule, temperature, filter_threshold)
+        if fractal_level < self.num_fractal_levels - 2:
+            next_level_sample_function = partial(
+                self.next_fractal.sample, num_iter_list=num_iter_list, cfg_schedule="constant",
+                fractal_level=fractal_level + 1,
+            )
+        else:
+            next_level_sample_function = self.next_fractal.sample
+        return self.generator.sample(
+            cond_list, num_iter_list[fractal_level], cfg, cfg_schedule, temperature, filter_threshold,
+            next_level_sample_function, visualize, controls=controls,
+        )
+
+    def build_cond_list(self, labels: torch.Tensor, cfg: float) -> list[torch.Tensor]:
+        """Level-0 condition list for class labels [B] (SPEC section 5): class embeddings, with
+        CFG followed by as many `fake_latent` rows; repeated once per condition slot."""
+        if labels.dtype not in (torch.int32, torch.int64) or labels.dim() != 1:
+            raise ValueError(f"labels must be a 1-D integer tensor, got {labels.dtype} {tuple(labels.shape)}")
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+            raise ValueError(f"labels must be in [0, {self.num_classes}), got values in "
+                             f"[{int(labels.min())}, {int(labels.max())}]")
+        cond = self.class_emb(labels)
+        if float(cfg) != 1.0:
+            cond = torch.cat([cond, self.fake_latent.expand(labels.shape[0], -1)])
+        return [cond] * self.config.num_conds
+
+
+def check_normalised_images(imgs, size):
+    if imgs.dim() != 4 or imgs.shape[1] != 3 or imgs.shape[-2:] != (size, size):
+        raise ValueError(f"images must be [B, 3, {size}, {size}], got {tuple(imgs.shape)}")
+    mean = torch.tensor(reference.PIXEL_MEAN, device=imgs.device).reshape(1, 3, 1, 1)
+    std = torch.tensor(reference.PIXEL_STD, device=imgs.device).reshape(1, 3, 1, 1)
+    pixels = imgs.detach() * std + mean
+    # One tolerance step of 0.5/255: beyond it a pixel would round outside [0, 255].
+    if bool(pixels.min() < -0.5 / 255) or bool(pixels.max() > 255.5 / 255):
+        raise ValueError("images must be pixels in [0, 1] normalised with the ImageNet mean "
+                         f"{reference.PIXEL_MEAN} and std {reference.PIXEL_STD}; got values outside that range")
+
+
+def validate_sampling_args(model, cond_list, num_iter_list, cfg, cfg_schedule, temperature, filter_threshold):
+    num_generators = model.num_fractal_levels - 1
+    if len(num_iter_list) < num_generators:
+        raise ValueError(f"num_iter_list needs one entry per generator level ({num_generators}), got {list(num_iter_list)}")
+    if any(int(n) < 1 for n in num_iter_list):
+        raise ValueError(f"num_iter_list entries must be >= 1, got {list(num_iter_list)}")
+    if float(cfg) < 1.0:
+        raise ValueError(f"cfg must be >= 1.0, got {cfg}")
+    if cfg_schedule not in ("linear", "constant"):
+        raise ValueError(f"cfg_schedule must be 'linear' or 'constant', got {cfg_schedule!r}")
+    if not float(temperature) > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not 0.0 <= float(filter_threshold) <= 1.0:
+        raise ValueError(f"filter_threshold must be in [0, 1], got {filter_threshold}")
+    if len(cond_list) < model.config.num_conds:
+        raise ValueError(f"cond_list needs {model.config.num_conds} tensors, got {len(cond_list)}")
+    rows = cond_list[0].shape[0]
+    if float(cfg) != 1.0 and rows % 2:
+        raise ValueError(f"with cfg != 1 cond_list holds conditional then unconditional rows (an even count), got {rows}")

@@ -1,0 +1,156 @@
+"""The masked autoregressive generator (official name `MAR`): bidirectional ViT over all patches of
+a level with the unknown ones masked; generates a few patches per step in a random order and hands
+five conditions (own, top, right, bottom, left) to the next level."""
+import torch
+from torch import nn
+
+from fractal_ext import reference
+from fractal_ext.models.layers import ViTBlock, init_linear_and_norm, run_blocks
+from fractal_ext.models.pixel_head import PixelLoss
+from fractal_ext.models.sampling_controls import SamplingControls
+from fractal_ext.models.schedules import mar_schedule
+
+
+def truncated_normal_mask_ratios(count, generator=None, device=None):
+    """Masking ratios of training: normal(1.0, 0.25) truncated to [0, 1], by inverse CDF."""
+    normal = torch.distributions.Normal(0.0, 1.0)
+    low, high = normal.cdf(torch.tensor(-4.0)), normal.cdf(torch.tensor(0.0))
+    u = low + (high - low) * torch.rand(count, generator=generator, device=device, dtype=torch.float64)
+    return (1.0 + 0.25 * torch.special.ndtri(u)).clamp(0.0, 1.0)
+
+
+class MAR(nn.Module):
+    def __init__(self, seq_len, patch_size, cond_embed_dim, embed_dim, num_blocks, num_heads,
+                 attn_dropout=0.1, proj_dropout=0.1, num_conds=1, guiding_pixel=False, grad_checkpointing=False):
+        super().__init__()
+        self.seq_len = seq_len
+        self.patch_size = patch_size
+        self.num_conds = num_conds
+        self.guiding_pixel = guiding_pixel
+        self.grad_checkpointing = grad_checkpointing
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.patch_emb = nn.Linear(3 * patch_size**2, embed_dim, bias=True)
+        self.patch_emb_ln = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.cond_emb = nn.Linear(cond_embed_dim, embed_dim, bias=True)
+        if guiding_pixel:
+            self.pix_proj = nn.Linear(3, embed_dim, bias=True)
+        self.pos_embed_learned = nn.Parameter(torch.zeros(1, seq_len + num_conds + int(guiding_pixel), embed_dim))
+        self.blocks = nn.ModuleList(
+            [ViTBlock(embed_dim, num_heads, attn_dropout, proj_dropout) for _ in range(num_blocks)]
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.apply(init_linear_and_norm)
+        nn.init.normal_(self.mask_token, std=0.02)
+        nn.init.normal_(self.pos_embed_learned, std=0.02)
+        if guiding_pixel:
+            # Models the mean colour of this level's image from the parent's condition.
+            self.guiding_pixel_loss = PixelLoss(c_channels=cond_embed_dim, width=128, depth=3, num_heads=4,
+                                                r_weight=5.0)
+
+    def patchify(self, imgs):
+        return reference.patchify(imgs, self.patch_size)
+
+    def unpatchify(self, x):
+        return reference.unpatchify(x, self.patch_size)
+
+    def sample_orders(self, bsz, controls: SamplingControls, device):
+        if controls.raster_order:
+            return torch.arange(self.seq_len, device=device).expand(bsz, -1)
+        noise = torch.rand(bsz, self.seq_len, generator=controls.generator, device=device)
+        return noise.argsort(dim=-1)
+
+    def random_masking(self, orders, generator=None):
+        """Training: per image a truncated-normal ratio; ceil(L * ratio) tokens of its order masked."""
+        bsz = orders.shape[0]
+        ratios = truncated_normal_mask_ratios(bsz, generator, orders.device)
+        num_masked = torch.ceil(self.seq_len * ratios).long()
+        in_front = torch.arange(self.seq_len, device=orders.device)[None] < num_masked[:, None]
+        return torch.zeros(orders.shape, device=orders.device).scatter(1, orders, in_front.float())
+
+    def random_masking_uniform(self, orders, generator=None):
+        """Evaluation: one count uniform in 1..L for the batch; the first tokens of each order."""
+        num_masked = int(torch.randint(1, self.seq_len + 1, (1,), generator=generator, device=orders.device))
+        mask = torch.zeros(orders.shape, device=orders.device)
+        return mask.scatter(1, orders[:, :num_masked], 1.0)
+
+    def predict(self, x, mask, cond_list):
+        """patches [B, L, 3p^2], mask [B, L] (1 = unknown), cond_list -> 5 conditions [B, L, D]:
+        middle, top, right, bottom, left."""
+        tokens = self.patch_emb(x)
+        tokens = torch.where(mask.bool().unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
+        # Conditions go in front in reverse order; the guiding pixel (if any) goes first.
+        conds = self.cond_emb(torch.stack([cond_list[i] for i in reversed(range(self.num_conds))], dim=1))
+        prefix = [self.pix_proj(cond_list[-1]).unsqueeze(1), conds] if self.guiding_pixel else [conds]
+        tokens = torch.cat(prefix + [tokens], dim=1)
+        tokens = self.patch_emb_ln(tokens + self.pos_embed_learned)
+        tokens = run_blocks(self.blocks, tokens, self.grad_checkpointing and self.training)
+        middle = self.norm(tokens)[:, -self.seq_len :]
+        return reference.neighbour_conditions(middle)
+
+    def forward(self, imgs, cond_list, generator=None, mask_all_tokens=False):
+        """Training / NLL: images [B, 3, H, W] -> (masked patches [M, 3, p, p], their 5 conditions
+        [M, D] each, guiding-pixel loss). M runs over batch then position, ascending."""
+        patches = self.patchify(imgs)
+        bsz = patches.shape[0]
+        if mask_all_tokens:
+            mask = torch.ones(bsz, self.seq_len, device=imgs.device)
+        else:
+            orders = self.sample_orders(bsz, SamplingControls(generator), imgs.device)
+            if self.training:
+                mask = self.random_masking(orders, generator)
+            else:
+                mask = self.random_masking_uniform(orders, generator)
+        cond_list = list(cond_list)
+        if self.guiding_pixel:
+            guiding_pixels = imgs.mean(dim=(-2, -1))
+            guiding_pixel_loss = self.guiding_pixel_loss(guiding_pixels, cond_list, generator)
+            cond_list.append(guiding_pixels)
+        else:
+            guiding_pixel_loss = imgs.new_zeros(())
+        conds = self.predict(patches, mask, cond_list)
+        keep = mask.reshape(-1).bool()
+        cond_next = [c.reshape(bsz * self.seq_len, -1)[keep] for c in conds]
+        patches = patches.reshape(bsz * self.seq_len, -1)[keep]
+        return patches.reshape(-1, 3, self.patch_size, self.patch_size), cond_next, guiding_pixel_loss
+
+    @torch.no_grad()
+    def sample(self, cond_list, num_iter, cfg, cfg_schedule, temperature, filter_threshold,
+               next_level_sample_function, visualize=False, controls: SamplingControls | None = None):
+        controls = controls or SamplingControls()
+        guided = float(cfg) != 1.0
+        device = cond_list[0].device
+        bsz = cond_list[0].shape[0] // 2 if guided else cond_list[0].shape[0]
+        cond_list = list(cond_list)
+        if self.guiding_pixel:
+            pixels = self.guiding_pixel_loss.sample(cond_list, temperature, cfg, filter_threshold, controls)
+            cond_list.append(torch.cat([pixels, pixels]) if guided else pixels)
+
+        patches = torch.zeros(bsz, self.seq_len, 3 * self.patch_size**2, device=device)
+        mask = torch.ones(bsz, self.seq_len, device=device)
+        orders = self.sample_orders(bsz, controls, device)
+        rows = torch.arange(bsz, device=device)[:, None]
+        still_masked = self.seq_len
+        for step in mar_schedule(self.seq_len, num_iter, float(cfg), cfg_schedule):
+            conds = self.predict(
+                torch.cat([patches, patches]) if guided else patches,
+                torch.cat([mask, mask]) if guided else mask,
+                cond_list,
+            )
+            # The order's first tokens stay masked; the ones after them are generated now,
+            # handed on in ascending (image, position) order.
+            keep_masked = still_masked - step.num_predicted
+            positions = orders[:, keep_masked:still_masked].sort(dim=1).values
+            batch_index = rows.expand_as(positions).reshape(-1)
+            token_index = positions.reshape(-1)
+            if guided:
+                cond_next = [torch.cat([c[batch_index, token_index], c[batch_index + bsz, token_index]]) for c in conds]
+            else:
+                cond_next = [c[batch_index, token_index] for c in conds]
+            sampled = next_level_sample_function(
+                cond_list=cond_next, cfg=step.cfg, temperature=temperature,
+                filter_threshold=filter_threshold, controls=controls,
+            )
+            patches[batch_index, token_index] = sampled.reshape(token_index.shape[0], -1).to(patches.dtype)
+            mask[batch_index, token_index] = 0.0
+            still_masked = keep_masked
+        return self.unpatchify(patches)

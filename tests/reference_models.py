@@ -1,0 +1,51 @@
+"""Loads the tiny reference models of tests/data/reference (produced by the official code)."""
+import json
+from functools import lru_cache
+
+import torch
+from safetensors.torch import load_file
+
+from fractal_ext import reference
+
+from fractal_ext.models import FractalGen
+
+from conftest import REFERENCE_DIR
+
+# Models whose eval loss does not depend on the random tie-breaking of the guiding pixels.
+TINY_MODELS_WITHOUT_TIES = ("tiny_ar", "tiny_mar")
+
+
+@lru_cache(maxsize=None)
+def reference_tensors(name: str) -> dict:
+    return load_file(str(REFERENCE_DIR / f"{name}.safetensors"))
+
+
+def reference_entry(name: str) -> dict:
+    return json.loads((REFERENCE_DIR / "index.json").read_text())["tiny_models"][name]
+
+
+def reference_state_dict(name: str) -> dict:
+    return {k[len("weights."):]: v for k, v in reference_tensors(name).items() if k.startswith("weights.")}
+
+
+def build_reference_model(name: str) -> FractalGen:
+    """The tiny model with its reference weights, in eval mode (its config has dropout 0)."""
+    model = FractalGen(**reference_entry(name)["config"], attn_dropout=0.0, proj_dropout=0.0)
+    model.load_state_dict(reference_state_dict(name), strict=True)
+    return model.eval()
+
+
+def pixel_head_of(model):
+    head = model
+    while isinstance(head, FractalGen):
+        head = head.next_fractal
+    return head
+
+
+def normalised_images(batch: int, size: int, seed: int = 0) -> torch.Tensor:
+    """Random 8-bit images, normalised like the training data."""
+    generator = torch.Generator().manual_seed(seed)
+    pixels = torch.randint(0, 256, (batch, 3, size, size), generator=generator).float() / 255
+    mean = torch.tensor(reference.PIXEL_MEAN).reshape(1, 3, 1, 1)
+    std = torch.tensor(reference.PIXEL_STD).reshape(1, 3, 1, 1)
+    return (pixels - mean) / std

@@ -1,0 +1,130 @@
+"""Sampling controls, argument checks, training forward and NLL of the eager models."""
+import math
+
+import pytest
+import torch
+
+from fractal_ext.evaluation import bits_per_dim
+from fractal_ext.models import FractalGen
+from reference_models import build_reference_model, normalised_images, reference_entry
+
+SAMPLE_ARGS = dict(num_iter_list=[4, 4], cfg=2.0, cfg_schedule="linear", temperature=1.0, filter_threshold=1e-3)
+
+
+def sample(model, labels, seed=None, **overrides):
+    args = {**SAMPLE_ARGS, **overrides}
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    cond_list = model.build_cond_list(labels, args["cfg"])
+    return model.sample(cond_list, args["num_iter_list"], args["cfg"], args["cfg_schedule"], args["temperature"],
+                        args["filter_threshold"], generator=generator)
+
+
+@pytest.mark.parametrize("name", ["tiny_ar", "tiny_mar"])
+def test_seeded_sampling_reproduces_and_seeds_differ(name):
+    model = build_reference_model(name)
+    labels = torch.tensor([1, 5])
+    first, again, other = sample(model, labels, 7), sample(model, labels, 7), sample(model, labels, 8)
+    assert first.shape == (2, 3, 16, 16)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+
+
+def test_sampling_without_guidance_uses_unpaired_rows():
+    model = build_reference_model("tiny_mar")
+    images = sample(model, torch.tensor([0, 1, 2]), seed=0, cfg=1.0, cfg_schedule="constant")
+    assert images.shape == (3, 3, 16, 16) and torch.isfinite(images).all()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(num_iter_list=[4]), "num_iter_list"),
+        (dict(num_iter_list=[4, 0]), "num_iter_list"),
+        (dict(cfg=0.5), "cfg must be >= 1"),
+        (dict(temperature=0.0), "temperature must be > 0"),
+        (dict(cfg_schedule="cosine"), "cfg_schedule"),
+        (dict(filter_threshold=2.0), "filter_threshold"),
+    ],
+)
+def test_bad_sampling_arguments(overrides, message):
+    model = build_reference_model("tiny_mar")
+    with pytest.raises(ValueError, match=message):
+        sample(model, torch.tensor([1]), seed=0, **overrides)
+
+
+def test_bad_labels():
+    model = build_reference_model("tiny_mar")
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 10\)"):
+        model.build_cond_list(torch.tensor([3, 10]), 2.0)
+    with pytest.raises(ValueError, match="1-D integer"):
+        model.build_cond_list(torch.tensor([1.0]), 2.0)
+
+
+@pytest.mark.parametrize("name", ["tiny_ar", "tiny_mar", "tiny_mar4_gp"])
+def test_training_forward_backward(name):
+    model = build_reference_model(name).train()
+    images, labels = normalised_images(3, 16), torch.tensor([0, 4, 9])
+    loss = model(images, labels, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss) and loss.dim() == 0
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert sum(g is not None and bool(g.abs().sum() > 0) for g in grads) > 0.9 * len(grads)
+
+
+def test_training_uses_the_training_loss_weights():
+    """Train mode weights the R channel by r_weight; eval mode averages the three channels."""
+    model = build_reference_model("tiny_ar")
+    head = model.next_fractal.next_fractal
+    head.r_weight = 5.0
+    cond, target = torch.randn(8, 32), normalised_images(8, 1).reshape(8, 3)
+    eval_loss = head.eval()(target, [cond], generator=torch.Generator().manual_seed(0))
+    train_loss = head.train()(target, [cond], generator=torch.Generator().manual_seed(0))
+    logits, tokens = head.predict(target, [cond], generator=torch.Generator().manual_seed(0))
+    ce = [torch.nn.functional.cross_entropy(logits[:, i], tokens[:, i]) for i in range(3)]
+    torch.testing.assert_close(eval_loss, sum(ce) / 3)
+    torch.testing.assert_close(train_loss, (5 * ce[0] + ce[1] + ce[2]) / 7)
+
+
+def test_label_dropout_in_training_and_unconditional_eval():
+    model = build_reference_model("tiny_mar")
+    labels = torch.arange(10).repeat(50)
+    model.train()
+    dropped = (model.class_condition(labels, torch.Generator().manual_seed(0)) == model.fake_latent).all(-1)
+    assert 0.05 < dropped.float().mean() < 0.15  # label_drop_prob = 0.1
+    model.eval()
+    assert (model.class_condition(labels) == model.fake_latent).all()
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    config = dict(reference_entry("tiny_mar")["config"], attn_dropout=0.0, proj_dropout=0.0)
+    plain = build_reference_model("tiny_mar").train()
+    checkpointed = FractalGen(**config, grad_checkpointing=True).train()
+    checkpointed.load_state_dict(plain.state_dict())
+    images, labels = normalised_images(2, 16), torch.tensor([3, 4])
+    for model in (plain, checkpointed):
+        model(images, labels, generator=torch.Generator().manual_seed(1)).backward()
+    for (name, a), b in zip(plain.named_parameters(), checkpointed.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_images_outside_the_normalised_range_are_rejected():
+    model = build_reference_model("tiny_ar")
+    with pytest.raises(ValueError, match="normalised"):
+        model(torch.full((1, 3, 16, 16), 10.0), torch.tensor([0]))
+    with pytest.raises(ValueError, match=r"\[B, 3, 16, 16\]"):
+        model(torch.zeros(1, 3, 8, 8), torch.tensor([0]))
+
+
+def test_bits_per_dim_is_eval_loss_over_ln2():
+    model = build_reference_model("tiny_mar").train()
+    images = normalised_images(2, 16)
+    bpd = bits_per_dim(model, images, num_passes=3, generator=torch.Generator().manual_seed(0))
+    assert model.training  # restored
+    model.eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        losses = [float(model(images, torch.zeros(2, dtype=torch.long), generator=generator)) for _ in range(3)]
+    assert bpd == pytest.approx(sum(losses) / 3 / math.log(2))
+    assert 7.0 < bpd < 9.0  # an untrained 256-way model is near log2(256) = 8 bits
+    with pytest.raises(ValueError, match="num_passes"):
+        bits_per_dim(model, images, num_passes=0)
