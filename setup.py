@@ -50,8 +50,8 @@ setup(
     packages=find_packages(include=["fractal_ext", "fractal_ext.*"]),
     package_data={"fractal_ext": ["py.typed"]},
     python_requires=">=3.10",
-    install_requires=["torch", "numpy", "safetensors"],
+    install_requires=["torch", "numpy", "safetensors", "tqdm", "Pillow"],
     ext_modules=extension_modules(),
     cmdclass={"build_ext": build_ext_class()},
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": ["fractal-sample = fractal_ext.sample_cli:main"]},
 )

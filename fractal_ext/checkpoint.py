@@ -5,6 +5,7 @@ import os
 import pickle
 import tempfile
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -12,6 +13,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from fractal_ext.models import FractalConfig, FractalGen, build_model
+from fractal_ext.models.config import official_name
 
 # The only non-tensor, non-builtin type an official checkpoint holds: its argparse arguments.
 SAFE_GLOBALS = [argparse.Namespace]
@@ -129,9 +131,13 @@ def load_model(path, model_name: str | None = None, device="cpu", **model_kwargs
         state_dict, metadata = read_safetensors(path, device)
         if CONFIG_METADATA_KEY in metadata:
             config = FractalConfig.from_json(metadata[CONFIG_METADATA_KEY])
-            model = FractalGen(**{**config.constructor_kwargs(), **model_kwargs})
+            if model_name and official_name(config) != model_name:
+                raise CheckpointError(f"{path} does not match the model {model_name}: it holds a "
+                                      f"{official_name(config) or 'custom'} model ({config.img_size_list}, "
+                                      f"{config.embed_dim_list}, {config.generator_type_list})")
+            build = partial(FractalGen, **{**config.constructor_kwargs(), **model_kwargs})
         elif model_name or metadata.get(NAME_METADATA_KEY):
-            model = build_model(model_name or metadata[NAME_METADATA_KEY], **model_kwargs)
+            build = partial(build_model, model_name or metadata[NAME_METADATA_KEY], **model_kwargs)
         else:
             raise CheckpointError(f"{path} has no fractal_ext config in its metadata; pass model_name")
     else:
@@ -139,6 +145,11 @@ def load_model(path, model_name: str | None = None, device="cpu", **model_kwargs
         name = model_name or model_name_from_checkpoint(checkpoint)
         if name is None:
             raise CheckpointError(f"{path} does not say which model it holds (no args.model); pass model_name")
-        model = build_model(name, **model_kwargs)
+        build = partial(build_model, name, **model_kwargs)
         state_dict = state_dict_from_checkpoint(checkpoint)
-    return load_weights(model.to(device), state_dict).eval()
+    with torch.device("meta"):  # a wrong checkpoint is found before any memory is spent
+        check_state_dict(build(), state_dict)
+    with torch.device(device):
+        model = build()
+    model.load_state_dict(state_dict, strict=True)
+    return model.eval()

@@ -85,8 +85,8 @@ def test_mismatched_state_dict_names_the_keys():
 def test_official_checkpoint_of_another_model_is_rejected(tmp_path):
     path = tmp_path / "checkpoint-last.pth"
     write_official_checkpoint(tiny_model(), path, model_name="fractalar_in64")
-    with torch.device("meta"), pytest.raises(CheckpointError, match="does not match"):
-        load_model(path, device="meta")
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_model(path)  # the mismatch is found on the meta device: no 442M-parameter model is built
 
 
 def test_safetensors_round_trip_keeps_config_and_weights(tmp_path):

@@ -74,12 +74,14 @@ def test_pixel_head_teacher_forced_logits(name):
 
 
 @pytest.mark.parametrize("name", TINY_MODELS)
-def test_greedy_raster_sample_is_exact(name):
+@pytest.mark.parametrize("implementation", ["eager", "fast"])
+def test_greedy_raster_sample_is_exact(name, implementation):
     data = reference_tensors(name)
     args = reference_entry(name)["sample_args"]
     model = build_reference_model(name)
     cond_list = model.build_cond_list(data["in.labels"], args["cfg"])
     images = model.sample(cond_list, args["num_iter_list"], args["cfg"], args["cfg_schedule"], args["temperature"],
-                          args["filter_threshold"], greedy=True, raster_order=True)
+                          args["filter_threshold"], greedy=True, raster_order=True,
+                          implementation=implementation)
     assert torch.equal(to_uint8(images), data["out.greedy_raster_sample_u8"])
     torch.testing.assert_close(images, data["out.greedy_raster_sample"], rtol=0, atol=1e-6)

@@ -35,6 +35,12 @@ class FractalConfig:
         except (TypeError, ValueError) as error:
             raise ValueError(f"not a valid fractal_ext model config: {error}") from error
 
+    def architecture(self) -> tuple:
+        """What decides the weights' layout and the computation (not dropout or training knobs)."""
+        generators = len(self.img_size_list) - 1
+        return (self.img_size_list, self.embed_dim_list, self.num_blocks_list, self.num_heads_list,
+                tuple(self.generator_type_list[:generators]), self.num_conds, self.guiding_pixel)
+
     def validate(self):
         levels = len(self.img_size_list)
         if levels < 2:
@@ -98,3 +104,12 @@ PUBLISHED_SAMPLING = {
     "fractalmar_huge_in256": dict(num_iter_list=(64, 16, 16), cfg=19.0, cfg_schedule="linear", temperature=1.1,
                                   filter_threshold=1e-4),
 }
+
+
+def official_name(config: FractalConfig) -> str | None:
+    """The official model whose architecture `config` has (any class count), or None."""
+    for name, architecture in OFFICIAL_ARCHITECTURES.items():
+        official = FractalConfig(**{**config.constructor_kwargs(), **architecture})
+        if official.architecture() == config.architecture():
+            return name
+    return None

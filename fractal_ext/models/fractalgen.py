@@ -97,14 +97,21 @@ class FractalGen(nn.Module):
     @torch.no_grad()
     def sample(self, cond_list, num_iter_list, cfg, cfg_schedule, temperature, filter_threshold, fractal_level=0,
                visualize=False, *, generator: torch.Generator | None = None, greedy: bool = False,
-               raster_order: bool = False, controls: SamplingControls | None = None):
+               raster_order: bool = False, implementation: str = "fast", controls: SamplingControls | None = None):
         """Official generation entry point: condition list -> normalised images [B, 3, H, W].
 
         Keyword-only extras: `generator` for every random choice, `greedy` (most likely token
-        instead of a draw) and `raster_order` (MAR order 0..L-1 instead of a random one)."""
+        instead of a draw), `raster_order` (MAR order 0..L-1 instead of a random one), and
+        `implementation`: "fast" (fused operators, fractal_ext.sampler) or "eager" (the plain
+        PyTorch modules, the oracle the fast path is tested against)."""
         if controls is None:
             controls = SamplingControls(generator, greedy, raster_order)
         if fractal_level == 0:
+            if implementation == "fast":
+                return self.fast_sampler().sample(cond_list, num_iter_list, cfg, cfg_schedule, temperature,
+                                                  filter_threshold, controls)
+            if implementation != "eager":
+                raise ValueError(f"implementation must be 'fast' or 'eager', got {implementation!r}")
             validate_sampling_args(self, cond_list, num_iter_list, cfg, cfg_schedule, temperature, filter_threshold)
         if fractal_level < self.num_fractal_levels - 2:
             next_level_sample_function = partial(
@@ -117,6 +124,14 @@ class FractalGen(nn.Module):
             cond_list, num_iter_list[fractal_level], cfg, cfg_schedule, temperature, filter_threshold,
             next_level_sample_function, visualize, controls=controls,
         )
+
+    def fast_sampler(self):
+        """The fast sampler of this model, built on first use and kept (with its buffers)."""
+        if getattr(self, "_fast_sampler", None) is None:
+            from fractal_ext.sampler import FastSampler
+
+            self._fast_sampler = FastSampler(self)
+        return self._fast_sampler
 
     def build_cond_list(self, labels: torch.Tensor, cfg: float) -> list[torch.Tensor]:
         """Level-0 condition list for class labels [B] (SPEC section 5): class embeddings, with

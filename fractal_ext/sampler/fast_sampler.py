@@ -1,0 +1,50 @@
+"""The fast sampling path: the same recursion as `FractalGen.sample`, on the fused operators."""
+import torch
+
+from fractal_ext.models.ar import AR
+from fractal_ext.models.fractalgen import FractalGen, validate_sampling_args
+from fractal_ext.models.sampling_controls import SamplingControls
+from fractal_ext.sampler.ar import FastAR
+from fractal_ext.sampler.mar import FastMAR
+from fractal_ext.sampler.options import SamplingRun
+from fractal_ext.sampler.pixel_head import FastPixelHead
+from fractal_ext.sampler.workspace import Workspace
+
+
+class PixelHeadLevel:
+    """The last level: conditions [K, R, C] -> pixels [n, 3] (the head uses the middle condition)."""
+
+    def __init__(self, head, workspace):
+        self.head = FastPixelHead(head, workspace)
+
+    def sample(self, conds, cfg, cfg_schedule, run):
+        return self.head.sample(conds[0], cfg, run)
+
+
+class FastSampler:
+    """Fast `sample` for one model. Holds no weights of its own (it runs the model's modules) and
+    keeps its buffers (KV caches) between runs."""
+
+    def __init__(self, model: FractalGen):
+        self.model = model
+        self.workspace = Workspace()
+        self.top_level = self._build_levels(model, 0)
+
+    def _build_levels(self, fractal, level):
+        if isinstance(fractal, FractalGen):
+            next_level = self._build_levels(fractal.next_fractal, level + 1)
+            kind = FastAR if isinstance(fractal.generator, AR) else FastMAR
+            return kind(fractal.generator, next_level, level, self.workspace)
+        return PixelHeadLevel(fractal, self.workspace)
+
+    @torch.no_grad()
+    def sample(self, cond_list, num_iter_list, cfg, cfg_schedule, temperature, filter_threshold,
+               controls: SamplingControls | None = None, on_top_level_step=None) -> torch.Tensor:
+        validate_sampling_args(self.model, cond_list, num_iter_list, cfg, cfg_schedule, temperature, filter_threshold)
+        run = SamplingRun(
+            num_iter_list=tuple(int(n) for n in num_iter_list), temperature=float(temperature),
+            filter_threshold=float(filter_threshold), controls=controls or SamplingControls(),
+            guided=float(cfg) != 1.0, on_top_level_step=on_top_level_step,
+        )
+        conds = torch.stack(list(cond_list[: self.model.config.num_conds]))
+        return self.top_level.sample(conds, float(cfg), cfg_schedule, run)

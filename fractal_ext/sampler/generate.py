@@ -1,0 +1,83 @@
+"""Labels in, images out: the convenience API over `FractalGen.sample`."""
+import torch
+
+from fractal_ext import reference
+from fractal_ext.models import PUBLISHED_SAMPLING, FractalGen
+from fractal_ext.models.config import official_name
+from fractal_ext.models.sampling_controls import SamplingControls
+
+
+def default_sampling_settings(model: FractalGen) -> dict:
+    """The published settings of an official architecture; for other models, settings stored
+    with them (`model.sampling_defaults`) or plain ones (every level in L steps, no guidance)."""
+    name = official_name(model.config)
+    if name is not None:
+        return dict(PUBLISHED_SAMPLING[name])
+    if getattr(model, "sampling_defaults", None):
+        return dict(model.sampling_defaults)
+    sizes = model.config.img_size_list
+    return dict(num_iter_list=tuple((a // b) ** 2 for a, b in zip(sizes, sizes[1:])), cfg=1.0,
+                cfg_schedule="constant", temperature=1.0, filter_threshold=1e-4)
+
+
+def to_uint8_hwc(images: torch.Tensor) -> torch.Tensor:
+    """Normalised images [B, 3, H, W] -> uint8 [B, H, W, 3] (round(255 * (x * std + mean)))."""
+    mean = torch.tensor(reference.PIXEL_MEAN, device=images.device).reshape(1, 3, 1, 1)
+    std = torch.tensor(reference.PIXEL_STD, device=images.device).reshape(1, 3, 1, 1)
+    pixels = torch.round(255 * (images.float() * std + mean)).clamp(0, 255).to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).contiguous()
+
+
+@torch.no_grad()
+def generate(model: FractalGen, labels, *, batch_size: int = 16, output: str = "uint8",
+             generator: torch.Generator | None = None, greedy: bool = False, raster_order: bool = False,
+             implementation: str = "fast", progress: bool = False, **settings) -> torch.Tensor:
+    """Class labels -> images, in chunks of `batch_size` labels (CFG doubles each chunk's rows).
+
+    `settings` override the model's defaults (`num_iter_list`, `cfg`, `cfg_schedule`,
+    `temperature`, `filter_threshold`). `output`: "uint8" -> [B, H, W, 3] uint8, "normalised" ->
+    [B, 3, H, W] float as `model.sample` returns. `progress` shows a bar over the level-0 steps."""
+    if output not in ("uint8", "normalised"):
+        raise ValueError(f"output must be 'uint8' or 'normalised', got {output!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    unknown = set(settings) - {"num_iter_list", "cfg", "cfg_schedule", "temperature", "filter_threshold"}
+    if unknown:
+        raise ValueError(f"unknown sampling settings: {sorted(unknown)}")
+    device = next(model.parameters()).device
+    labels = torch.as_tensor(labels, device=device)
+    args = {**default_sampling_settings(model), **settings}
+    controls = SamplingControls(generator, greedy, raster_order)
+    chunks = labels.split(batch_size)
+    bar = _progress_bar(model, args, len(chunks)) if progress else None
+    images = []
+    for chunk in chunks:
+        cond_list = model.build_cond_list(chunk, args["cfg"])
+        if implementation == "fast":
+            images.append(model.fast_sampler().sample(
+                cond_list, args["num_iter_list"], args["cfg"], args["cfg_schedule"], args["temperature"],
+                args["filter_threshold"], controls, on_top_level_step=bar.update if bar else None))
+        else:
+            images.append(model.sample(cond_list, args["num_iter_list"], args["cfg"], args["cfg_schedule"],
+                                       args["temperature"], args["filter_threshold"], controls=controls,
+                                       implementation=implementation))
+            if bar:
+                bar.update(_top_level_steps(model, args))
+    if bar:
+        bar.close()
+    result = torch.cat(images) if images else torch.empty(0, 3, *(model.config.img_size_list[0],) * 2)
+    return to_uint8_hwc(result) if output == "uint8" else result
+
+
+def _top_level_steps(model, args):
+    seq_len = (model.config.img_size_list[0] // model.config.img_size_list[1]) ** 2
+    if model.config.generator_type_list[0] == "ar":
+        return seq_len
+    return min(seq_len, int(args["num_iter_list"][0]))
+
+
+def _progress_bar(model, args, num_chunks):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=num_chunks * _top_level_steps(model, args), unit="step", desc="sampling", leave=False)
+

@@ -1,0 +1,68 @@
+"""Fast MAR level: condition tokens embedded once per call (one `cond_emb` matmul for all of
+them), tokens generated per step taken from the host-side schedule (no `nonzero`), and the
+five neighbour conditions of the generated tokens gathered by the fused operator."""
+import torch
+
+from fractal_ext import ops, reference
+from fractal_ext.models.mar import MAR
+from fractal_ext.models.schedules import mar_schedule
+from fractal_ext.sampler.options import SamplingRun
+from fractal_ext.sampler.pixel_head import FastPixelHead
+
+
+class FastMAR:
+    def __init__(self, generator: MAR, next_level, level: int, workspace):
+        self.gen = generator
+        self.next_level = next_level
+        self.level = level
+        self.guiding_pixel_head = FastPixelHead(generator.guiding_pixel_loss, workspace) if generator.guiding_pixel else None
+
+    def condition_tokens(self, conds: torch.Tensor, cfg: float, run: SamplingRun) -> torch.Tensor:
+        """conds [K, R, C] -> the sequence prefix [R, P, D] with its position embeddings: the
+        guiding pixel (sampled now, if any), then the conditions in reverse order."""
+        gen = self.gen
+        prefix = gen.cond_emb(conds[: gen.num_conds].flip(0)).transpose(0, 1)
+        if self.guiding_pixel_head is not None:
+            pixels = self.guiding_pixel_head.sample(conds[0], cfg, run)
+            pixels = torch.cat([pixels, pixels]) if run.guided else pixels
+            prefix = torch.cat([gen.pix_proj(pixels.to(prefix.dtype)).unsqueeze(1), prefix], dim=1)
+        return prefix + gen.pos_embed_learned[:, : prefix.shape[1]]
+
+    def sample(self, conds: torch.Tensor, cfg: float, cfg_schedule: str, run: SamplingRun) -> torch.Tensor:
+        gen = self.gen
+        rows = conds.shape[1]
+        n = rows // 2 if run.guided else rows
+        device = conds.device
+        prefix = self.condition_tokens(conds, cfg, run)
+        token_pos = gen.pos_embed_learned[:, prefix.shape[1] :]
+        patches = torch.zeros(n, gen.seq_len, 3 * gen.patch_size**2, device=device, dtype=conds.dtype)
+        masked = torch.ones(n, gen.seq_len, 1, dtype=torch.bool, device=device)
+        orders = gen.sample_orders(n, run.controls, device)
+        image_index = torch.arange(n, device=device)[:, None]
+        still_masked = gen.seq_len
+        schedule = mar_schedule(gen.seq_len, run.num_iter_list[self.level], float(cfg), cfg_schedule)
+        for step in schedule:
+            tokens = torch.where(masked, gen.mask_token.to(prefix.dtype), gen.patch_emb(patches)) + token_pos
+            tokens = torch.cat([tokens, tokens]) if run.guided else tokens
+            x = gen.patch_emb_ln(torch.cat([prefix, tokens], dim=1))
+            for block in gen.blocks:
+                x = block(x)
+            middle = gen.norm(x[:, prefix.shape[1] :])
+            # The order's first tokens stay masked; the ones after them are generated now.
+            keep_masked = still_masked - step.num_predicted
+            positions = orders[:, keep_masked:still_masked].sort(dim=1).values
+            batch_index = image_index.expand_as(positions).reshape(-1)
+            token_index = positions.reshape(-1)
+            if run.guided:
+                gathered = ops.gather_neighbour_conditions(
+                    middle, torch.cat([batch_index, batch_index + n]), torch.cat([token_index, token_index])
+                )
+            else:
+                gathered = ops.gather_neighbour_conditions(middle, batch_index, token_index)
+            sampled = self.next_level.sample(gathered, step.cfg, "constant", run)
+            patches[batch_index, token_index] = sampled.reshape(token_index.shape[0], -1).to(patches.dtype)
+            masked[batch_index, token_index] = False
+            still_masked = keep_masked
+            if self.level == 0 and run.on_top_level_step:
+                run.on_top_level_step()
+        return reference.unpatchify(patches, gen.patch_size)

@@ -1,0 +1,15 @@
+"""Settings shared by every level of one sampling run."""
+from dataclasses import dataclass
+from typing import Callable
+
+from fractal_ext.models.sampling_controls import SamplingControls
+
+
+@dataclass(frozen=True)
+class SamplingRun:
+    num_iter_list: tuple
+    temperature: float
+    filter_threshold: float
+    controls: SamplingControls
+    guided: bool  # rows come in (conditional, unconditional) halves at every level
+    on_top_level_step: Callable[[], None] | None = None  # progress callback of level 0

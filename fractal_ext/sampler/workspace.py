@@ -1,0 +1,29 @@
+"""Buffers the fast sampler allocates once per sampling run and reuses for every call of a level:
+KV caches (grown to the largest row count seen, handed out as leading slices, which stay
+contiguous) and the constant cache-position vectors the attention operator reads."""
+import torch
+
+
+class Workspace:
+    def __init__(self):
+        self._caches = {}
+        self._positions = {}
+
+    def kv_cache(self, key, rows, heads, max_len, head_dim, dtype, device):
+        cached = self._caches.get(key)
+        if cached is None or cached[0].shape[0] < rows or cached[0].dtype != dtype or cached[0].device != device:
+            grown = rows if cached is None else max(rows, 2 * cached[0].shape[0])
+            shape = (grown, heads, max_len, head_dim)
+            cached = (torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
+            self._caches[key] = cached
+        return cached[0][:rows], cached[1][:rows]
+
+    def positions(self, position: int, rows: int, device) -> torch.Tensor:
+        """int32 [rows] filled with `position`: every row appends at the same cache position."""
+        key = (position, torch.device(device))
+        cached = self._positions.get(key)
+        if cached is None or cached.shape[0] < rows:
+            grown = rows if cached is None else max(rows, 2 * cached.shape[0])
+            cached = torch.full((grown,), position, dtype=torch.int32, device=device)
+            self._positions[key] = cached
+        return cached[:rows]
