@@ -260,9 +260,10 @@ bool cpu_has_avx2_fma() {
 template <typename scalar_t>
 void kv_cache_attention_loops(const KvCacheAttentionParams& p) {
   const int64_t pairs = p.batch * p.heads;
-  // About 32k multiply-adds per task so that small problems stay on one thread.
+  // At least ~64k multiply-adds (bounded by the cache length) per task: small problems, such
+  // as a pixel-head step at batch 2, stay on the calling thread.
   const int64_t work_per_pair = std::max<int64_t>(1, p.new_len * p.max_len * p.head_dim * 2);
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / work_per_pair);
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / work_per_pair);
   at::parallel_for(0, pairs, grain, [&](int64_t begin, int64_t end) {
     Scratch scratch(p.head_dim, p.max_len);
 #ifdef FRACTAL_KV_ATTENTION_AVX2
