@@ -66,7 +66,9 @@ def gather_neighbour_conditions_backward(grad, batch_index, token_index, batch_s
 
 
 def kv_cache_attention(q, k, v, k_cache, v_cache, cache_seqlens, scale):
-    """Writes k, v into the caches in place and attends causally over the valid prefix."""
+    """Writes k, v into the caches in place and attends causally over the valid prefix.
+
+    cache_seqlens is not advanced: the caller adds T to it after the call."""
     batch, new_len, heads, head_dim = q.shape
     max_len = k_cache.shape[2]
     starts = cache_seqlens.long().tolist()

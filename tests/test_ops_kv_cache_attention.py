@@ -4,6 +4,7 @@ attention, the exact in-place cache update, opcheck, and the input checks.
 CUDA cases carry the `cuda` marker and are skipped on machines without a GPU.
 """
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -139,6 +140,22 @@ def test_fused_qkv_views_match_reference(dtype, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_unaligned_inputs_match_reference(dtype, device):
+    """q, k, v starting off a 16-byte boundary (the CUDA kernel then reads them element-wise)."""
+    batch, new_len, heads, head_dim = 2, 2, 3, 32
+    numel = batch * new_len * heads * head_dim
+    q, k, v = (torch.randn(numel + 1, dtype=dtype, device=device)[1:].view(batch, new_len, heads, head_dim)
+               for _ in range(3))
+    _, _, _, k_cache, v_cache, cache_seqlens = make_inputs(batch, new_len, heads, head_dim, 9, [6, 1], dtype, device)
+    expected = fp32_oracle(q, k, v, k_cache.clone(), v_cache.clone(), cache_seqlens, 0.2)
+    out = OP(q, k, v, k_cache, v_cache, cache_seqlens, 0.2)
+    tolerance = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}[dtype]
+    torch.testing.assert_close(out.float(), expected.float(), atol=tolerance, rtol=tolerance)
+    assert torch.equal(bits(k_cache[0, :, 6:8]), bits(k[0].transpose(0, 1)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_stale_cache_slots_do_not_leak(device):
     """Slots past the visible prefix may hold anything (torch.empty): NaN and inf there are ignored."""
     q, k, v, k_cache, v_cache, cache_seqlens = make_inputs(2, 1, 2, 16, 8, [2, 5], torch.float32, device)
@@ -258,6 +275,9 @@ def test_cuda_bad_inputs_raise_clear_errors():
     odd = list(make_inputs(2, 1, 2, 12, 5, [1, 4], torch.float32, "cuda"))
     with pytest.raises(RuntimeError, match="multiple of 8"):
         OP(*odd, 0.25)
+    unaligned_cache = torch.zeros(args[3].numel() + 1, device="cuda")[1:].view(args[3].shape)
+    with pytest.raises(RuntimeError, match="k_cache must start on a 16-byte boundary"):
+        OP(*args[:3], unaligned_cache, *args[4:], 0.25)
 
 
 @pytest.mark.cuda
@@ -277,7 +297,9 @@ def test_cuda_overflow_trips_device_assertion():
         print("NO ERROR")
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(ops.__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     output = result.stdout + result.stderr
     assert "NO ERROR" not in output
     assert "device-side assert" in output or "kv_cache_attention" in output
