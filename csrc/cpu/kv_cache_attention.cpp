@@ -162,10 +162,7 @@ FRACTAL_ALWAYS_INLINE float exp_nonpositive(float x) {
   poly = poly * r + 1.6666665459e-1f;
   poly = poly * r + 5.0000001201e-1f;
   const float er = poly * r * r + r + 1.0f;
-  const int32_t bits = (n + 127) << 23;
-  float two_n;
-  std::memcpy(&two_n, &bits, sizeof(two_n));
-  return er * two_n;
+  return er * bits_to_float(static_cast<uint32_t>(n + 127) << 23);
 }
 
 // Scratch rows of one worker: the scaled query, the scores of one query and the accumulator.
