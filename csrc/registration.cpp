@@ -29,6 +29,9 @@ TORCH_LIBRARY(fractal_ext, m) {
   // q, k, v [B, T, H, D] (T new positions); k_cache, v_cache [B, H, S_max, D], updated in place
   // at positions [cache_seqlens[b], cache_seqlens[b] + T); cache_seqlens int32 [B].
   // New query t attends causally to cache positions [0, cache_seqlens[b] + t]. -> out [B, T, H, D].
+  // cache_seqlens is only read: the caller advances it by T. q/k/v need unit stride over D only
+  // (fused-qkv views are fine). cache_seqlens[b] < 0 or + T > S_max: the CPU kernel raises, the
+  // CUDA kernel fails a device-side assertion (no host sync); CUDA needs D % 8 == 0, D <= 256.
   m.def(
       "kv_cache_attention(Tensor q, Tensor k, Tensor v, Tensor(a!) k_cache, Tensor(b!) v_cache, "
       "Tensor cache_seqlens, float scale) -> Tensor");

@@ -92,6 +92,13 @@ if EXTENSION_AVAILABLE:
     # ---- attention against a KV cache -----------------------------------------------------
     @torch.library.register_fake("fractal_ext::kv_cache_attention")
     def _kv_cache_attention_fake(q, k, v, k_cache, v_cache, cache_seqlens, scale):
+        # Same device rule as the kernels (mixing the meta device with a real one lands here).
+        others = {"k": k, "v": v, "k_cache": k_cache, "v_cache": v_cache, "cache_seqlens": cache_seqlens}
+        for name, x in others.items():
+            torch._check(
+                x.device == q.device,
+                lambda: f"kv_cache_attention: q and {name} must be on the same device, got {q.device} and {x.device}",
+            )
         return torch.empty_like(q, memory_format=torch.contiguous_format)
 
     # ---- guided sampling ------------------------------------------------------------------

@@ -66,7 +66,9 @@ def gather_neighbour_conditions_backward(grad, batch_index, token_index, batch_s
 
 
 def kv_cache_attention(q, k, v, k_cache, v_cache, cache_seqlens, scale):
-    """Writes k, v into the caches in place and attends causally over the valid prefix."""
+    """Writes k, v into the caches in place and attends causally over the valid prefix.
+
+    cache_seqlens is not advanced: the caller adds T to it after the call."""
     batch, new_len, heads, head_dim = q.shape
     max_len = k_cache.shape[2]
     starts = cache_seqlens.long().tolist()
@@ -81,7 +83,11 @@ def kv_cache_attention(q, k, v, k_cache, v_cache, cache_seqlens, scale):
     query_pos = cache_seqlens.long()[:, None] + torch.arange(new_len, device=q.device)  # [B, T]
     visible = key_pos[None, None, :] <= query_pos[:, :, None]  # [B, T, S]
     scores = scores.masked_fill(~visible[:, None], float("-inf"))
-    out = torch.einsum("bhts,bhsd->bthd", scores.softmax(-1), v_cache.float())
+    # Zero the value rows no query sees, so that unwritten cache slots (torch.empty garbage, NaN,
+    # inf) cannot leak into the output through 0 * NaN.
+    unseen = key_pos[None, :] > cache_seqlens.long()[:, None] + (new_len - 1)  # [B, S]
+    values = v_cache.float().masked_fill(unseen[:, None, :, None], 0.0)
+    out = torch.einsum("bhts,bhsd->bthd", scores.softmax(-1), values)
     return out.to(q.dtype)
 
 

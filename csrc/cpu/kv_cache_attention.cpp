@@ -1,0 +1,308 @@
+// kv_cache_attention on the CPU: append the new keys/values to the caches, then causal softmax
+// attention of each new query over the valid prefix of its (batch, head) cache row.
+//
+// One task per (batch, head) pair, parallelised with at::parallel_for. Per pair and new query:
+// scores over the visible keys (dot products over head_dim, vectorised with `omp simd`),
+// max-subtracted exponentials with a vectorisable exp, then the probability-weighted sum of
+// the value rows, all accumulated in float. Only the valid prefix of the cache is read.
+// On x86-64 the loops are compiled twice, for the baseline ISA and for AVX2+FMA, and the
+// variant is picked once at run time from the CPU's features.
+//
+// The input checks shared with the CUDA binding also live here (this file is always built).
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "checks.h"
+#include "kernels/kv_cache_attention_params.h"
+
+namespace fractal_ext {
+
+void check_kv_cache_attention_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                     const at::Tensor& k_cache, const at::Tensor& v_cache,
+                                     const at::Tensor& cache_seqlens) {
+  constexpr const char* op = "kv_cache_attention";
+  FRACTAL_CHECK_DIM("kv_cache_attention", q, 4);
+  FRACTAL_CHECK_DIM("kv_cache_attention", k, 4);
+  FRACTAL_CHECK_DIM("kv_cache_attention", v, 4);
+  FRACTAL_CHECK_DIM("kv_cache_attention", k_cache, 4);
+  FRACTAL_CHECK_DIM("kv_cache_attention", v_cache, 4);
+  FRACTAL_CHECK_DIM("kv_cache_attention", cache_seqlens, 1);
+  FRACTAL_CHECK_FLOATING("kv_cache_attention", q);
+  FRACTAL_CHECK_DTYPE("kv_cache_attention", k, q.scalar_type());
+  FRACTAL_CHECK_DTYPE("kv_cache_attention", v, q.scalar_type());
+  FRACTAL_CHECK_DTYPE("kv_cache_attention", k_cache, q.scalar_type());
+  FRACTAL_CHECK_DTYPE("kv_cache_attention", v_cache, q.scalar_type());
+  FRACTAL_CHECK_DTYPE("kv_cache_attention", cache_seqlens, at::kInt);
+  FRACTAL_CHECK_SAME_DEVICE("kv_cache_attention", q, k);
+  FRACTAL_CHECK_SAME_DEVICE("kv_cache_attention", q, v);
+  FRACTAL_CHECK_SAME_DEVICE("kv_cache_attention", q, k_cache);
+  FRACTAL_CHECK_SAME_DEVICE("kv_cache_attention", q, v_cache);
+  FRACTAL_CHECK_SAME_DEVICE("kv_cache_attention", q, cache_seqlens);
+
+  const int64_t batch = q.size(0), heads = q.size(2), head_dim = q.size(3);
+  TORCH_CHECK(k.sizes() == q.sizes(), op, ": k must have the shape of q ", q.sizes(), ", got ",
+              k.sizes());
+  TORCH_CHECK(v.sizes() == q.sizes(), op, ": v must have the shape of q ", q.sizes(), ", got ",
+              v.sizes());
+  TORCH_CHECK(head_dim >= 1, op, ": q must have a head dimension of at least 1, got shape ",
+              q.sizes());
+  TORCH_CHECK(k_cache.size(0) == batch && k_cache.size(1) == heads && k_cache.size(3) == head_dim,
+              op, ": k_cache must have shape [batch=", batch, ", heads=", heads,
+              ", max_len, head_dim=", head_dim, "] to match q ", q.sizes(), ", got ",
+              k_cache.sizes());
+  TORCH_CHECK(v_cache.sizes() == k_cache.sizes(), op, ": v_cache must have the shape of k_cache ",
+              k_cache.sizes(), ", got ", v_cache.sizes());
+  TORCH_CHECK(k_cache.size(2) >= 1, op, ": k_cache must hold at least one position, got shape ",
+              k_cache.sizes());
+  TORCH_CHECK(cache_seqlens.size(0) == batch, op, ": cache_seqlens must have shape [", batch,
+              "] (one length per batch row of q), got ", cache_seqlens.sizes());
+  TORCH_CHECK(q.stride(3) == 1 || head_dim == 1, op,
+              ": q must have unit stride over the head dimension, got strides ", q.strides());
+  TORCH_CHECK(k.stride(3) == 1 || head_dim == 1, op,
+              ": k must have unit stride over the head dimension, got strides ", k.strides());
+  TORCH_CHECK(v.stride(3) == 1 || head_dim == 1, op,
+              ": v must have unit stride over the head dimension, got strides ", v.strides());
+  FRACTAL_CHECK_CONTIGUOUS("kv_cache_attention", k_cache);
+  FRACTAL_CHECK_CONTIGUOUS("kv_cache_attention", v_cache);
+  FRACTAL_CHECK_CONTIGUOUS("kv_cache_attention", cache_seqlens);
+}
+
+KvCacheAttentionParams make_kv_cache_attention_params(const at::Tensor& q, const at::Tensor& k,
+                                                      const at::Tensor& v, at::Tensor& k_cache,
+                                                      at::Tensor& v_cache,
+                                                      const at::Tensor& cache_seqlens,
+                                                      double scale, at::Tensor& out) {
+  KvCacheAttentionParams p{};
+  p.q = q.data_ptr();
+  p.k = k.data_ptr();
+  p.v = v.data_ptr();
+  p.k_cache = k_cache.data_ptr();
+  p.v_cache = v_cache.data_ptr();
+  p.cache_seqlens = cache_seqlens.data_ptr<int32_t>();
+  p.out = out.data_ptr();
+  p.q_batch_stride = q.stride(0);
+  p.q_seq_stride = q.stride(1);
+  p.q_head_stride = q.stride(2);
+  p.k_batch_stride = k.stride(0);
+  p.k_seq_stride = k.stride(1);
+  p.k_head_stride = k.stride(2);
+  p.v_batch_stride = v.stride(0);
+  p.v_seq_stride = v.stride(1);
+  p.v_head_stride = v.stride(2);
+  p.cache_batch_stride = k_cache.stride(0);
+  p.cache_head_stride = k_cache.stride(1);
+  p.cache_seq_stride = k_cache.stride(2);
+  p.out_batch_stride = out.stride(0);
+  p.out_seq_stride = out.stride(1);
+  p.out_head_stride = out.stride(2);
+  p.batch = q.size(0);
+  p.new_len = q.size(1);
+  p.heads = q.size(2);
+  p.head_dim = q.size(3);
+  p.max_len = k_cache.size(2);
+  p.scale = static_cast<float>(scale);
+  return p;
+}
+
+namespace {
+
+#if defined(__GNUC__)
+#define FRACTAL_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define FRACTAL_ALWAYS_INLINE inline
+#endif
+
+FRACTAL_ALWAYS_INLINE float bits_to_float(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+FRACTAL_ALWAYS_INLINE uint32_t float_to_bits(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof(bits));
+  return bits;
+}
+
+// Element -> float conversions written with integer operations only, so that the loops that
+// use them vectorise (the c10 conversions branch).
+FRACTAL_ALWAYS_INLINE float to_float(float x) { return x; }
+
+FRACTAL_ALWAYS_INLINE float to_float(c10::BFloat16 x) { return bits_to_float(uint32_t{x.x} << 16); }
+
+// IEEE half -> float: shift exponent and mantissa into place and rescale by 2^112 (exact, also
+// for subnormals); infinities and NaNs get the all-ones exponent back.
+FRACTAL_ALWAYS_INLINE float to_float(c10::Half x) {
+  const uint32_t magnitude = uint32_t{x.x} & 0x7fffu;
+  const uint32_t sign = (uint32_t{x.x} & 0x8000u) << 16;
+  uint32_t bits = float_to_bits(bits_to_float(magnitude << 13) * 0x1p112f);
+  bits |= magnitude >= 0x7c00u ? 0x7f800000u : 0u;
+  return bits_to_float(bits | sign);
+}
+
+// exp(x) for x <= 0 (a max-subtracted score), written so that loops over it vectorise: Cody-Waite
+// range reduction x = n ln2 + r, |r| <= ln2/2, a degree-6 polynomial for e^r (Cephes
+// coefficients, about 1 ulp), and 2^n built in the exponent bits. Inputs below -87 give ~1e-38.
+FRACTAL_ALWAYS_INLINE float exp_nonpositive(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  const int32_t n = static_cast<int32_t>(x * 1.44269504088896341f - 0.5f);  // round, x <= 0
+  const float fn = static_cast<float>(n);
+  const float r = (x - fn * 0.693359375f) + fn * 2.12194440e-4f;
+  float poly = 1.9875691500e-4f;
+  poly = poly * r + 1.3981999507e-3f;
+  poly = poly * r + 8.3334519073e-3f;
+  poly = poly * r + 4.1665795894e-2f;
+  poly = poly * r + 1.6666665459e-1f;
+  poly = poly * r + 5.0000001201e-1f;
+  const float er = poly * r * r + r + 1.0f;
+  return er * bits_to_float(static_cast<uint32_t>(n + 127) << 23);
+}
+
+// Scratch rows of one worker: the scaled query, the scores of one query and the accumulator.
+struct Scratch {
+  std::vector<float> query, scores, acc;
+  Scratch(int64_t head_dim, int64_t max_len) : query(head_dim), scores(max_len), acc(head_dim) {}
+};
+
+// Attention of the (batch, head) pairs [begin, end). The caches were range-checked by the caller.
+template <typename scalar_t>
+FRACTAL_ALWAYS_INLINE void attend_pairs(const KvCacheAttentionParams& p, int64_t begin,
+                                        int64_t end, Scratch& scratch) {
+  const int64_t dim = p.head_dim;
+  float* __restrict__ query = scratch.query.data();
+  float* __restrict__ scores = scratch.scores.data();
+  float* __restrict__ acc = scratch.acc.data();
+  const auto* q = static_cast<const scalar_t*>(p.q);
+  const auto* k = static_cast<const scalar_t*>(p.k);
+  const auto* v = static_cast<const scalar_t*>(p.v);
+  auto* out = static_cast<scalar_t*>(p.out);
+  for (int64_t pair = begin; pair < end; ++pair) {
+    const int64_t b = pair / p.heads, h = pair % p.heads;
+    const int64_t start = p.cache_seqlens[b];
+    const int64_t cache_offset = b * p.cache_batch_stride + h * p.cache_head_stride;
+    scalar_t* k_rows = static_cast<scalar_t*>(p.k_cache) + cache_offset;
+    scalar_t* v_rows = static_cast<scalar_t*>(p.v_cache) + cache_offset;
+    for (int64_t t = 0; t < p.new_len; ++t) {
+      std::memcpy(k_rows + (start + t) * p.cache_seq_stride,
+                  k + b * p.k_batch_stride + t * p.k_seq_stride + h * p.k_head_stride,
+                  dim * sizeof(scalar_t));
+      std::memcpy(v_rows + (start + t) * p.cache_seq_stride,
+                  v + b * p.v_batch_stride + t * p.v_seq_stride + h * p.v_head_stride,
+                  dim * sizeof(scalar_t));
+    }
+    for (int64_t t = 0; t < p.new_len; ++t) {
+      const int64_t visible = start + t + 1;
+      const scalar_t* q_row = q + b * p.q_batch_stride + t * p.q_seq_stride + h * p.q_head_stride;
+      for (int64_t d = 0; d < dim; ++d) query[d] = to_float(q_row[d]) * p.scale;
+
+      float max_score = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < visible; ++j) {
+        const scalar_t* k_row = k_rows + j * p.cache_seq_stride;
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int64_t d = 0; d < dim; ++d) dot += query[d] * to_float(k_row[d]);
+        scores[j] = dot;
+        max_score = std::max(max_score, dot);
+      }
+      float denominator = 0.0f;
+#pragma omp simd reduction(+ : denominator)
+      for (int64_t j = 0; j < visible; ++j) {
+        const float e = exp_nonpositive(scores[j] - max_score);
+        scores[j] = e;
+        denominator += e;
+      }
+
+      for (int64_t d = 0; d < dim; ++d) acc[d] = 0.0f;
+      for (int64_t j = 0; j < visible; ++j) {
+        const scalar_t* v_row = v_rows + j * p.cache_seq_stride;
+        const float weight = scores[j];
+#pragma omp simd
+        for (int64_t d = 0; d < dim; ++d) acc[d] += weight * to_float(v_row[d]);
+      }
+      const float inverse = 1.0f / denominator;
+      scalar_t* out_row = out + b * p.out_batch_stride + t * p.out_seq_stride + h * p.out_head_stride;
+      for (int64_t d = 0; d < dim; ++d) out_row[d] = static_cast<scalar_t>(acc[d] * inverse);
+    }
+  }
+}
+
+template <typename scalar_t>
+void attend_pairs_baseline(const KvCacheAttentionParams& p, int64_t begin, int64_t end,
+                           Scratch& scratch) {
+  attend_pairs<scalar_t>(p, begin, end, scratch);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define FRACTAL_KV_ATTENTION_AVX2 1
+template <typename scalar_t>
+__attribute__((target("avx2,fma"))) void attend_pairs_avx2(const KvCacheAttentionParams& p,
+                                                            int64_t begin, int64_t end,
+                                                            Scratch& scratch) {
+  attend_pairs<scalar_t>(p, begin, end, scratch);
+}
+
+bool cpu_has_avx2_fma() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+#endif
+
+template <typename scalar_t>
+void kv_cache_attention_loops(const KvCacheAttentionParams& p) {
+  const int64_t pairs = p.batch * p.heads;
+  // At least ~64k multiply-adds (bounded by the cache length) per task: small problems, such
+  // as a pixel-head step at batch 2, stay on the calling thread.
+  const int64_t work_per_pair = std::max<int64_t>(1, p.new_len * p.max_len * p.head_dim * 2);
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / work_per_pair);
+  at::parallel_for(0, pairs, grain, [&](int64_t begin, int64_t end) {
+    Scratch scratch(p.head_dim, p.max_len);
+#ifdef FRACTAL_KV_ATTENTION_AVX2
+    if (cpu_has_avx2_fma()) {
+      attend_pairs_avx2<scalar_t>(p, begin, end, scratch);
+      return;
+    }
+#endif
+    attend_pairs_baseline<scalar_t>(p, begin, end, scratch);
+  });
+}
+
+}  // namespace
+
+// Appends k, v to the caches at [cache_seqlens[b], cache_seqlens[b] + T) in place and returns
+// the causal attention output [B, T, H, D]. cache_seqlens is not advanced: the caller does it.
+at::Tensor kv_cache_attention_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                  at::Tensor& k_cache, at::Tensor& v_cache,
+                                  const at::Tensor& cache_seqlens, double scale) {
+  check_kv_cache_attention_inputs(q, k, v, k_cache, v_cache, cache_seqlens);
+  const int64_t new_len = q.size(1), max_len = k_cache.size(2);
+  const int32_t* lengths = cache_seqlens.data_ptr<int32_t>();
+  for (int64_t b = 0; b < cache_seqlens.size(0); ++b) {
+    TORCH_CHECK(lengths[b] >= 0 && lengths[b] + new_len <= max_len,
+                "kv_cache_attention: cache_seqlens[", b, "]=", lengths[b], " + ", new_len,
+                " new positions overflows k_cache/v_cache of max_len ", max_len,
+                " (cache_seqlens must lie in [0, max_len - T]; the op does not advance it)");
+  }
+  at::Tensor out = at::empty(q.sizes(), q.options());
+  if (out.numel() == 0) return out;
+  const KvCacheAttentionParams params =
+      make_kv_cache_attention_params(q, k, v, k_cache, v_cache, cache_seqlens, scale, out);
+  AT_DISPATCH_SWITCH(q.scalar_type(), "kv_cache_attention",
+                     AT_DISPATCH_CASE(at::kFloat, [&] { kv_cache_attention_loops<scalar_t>(params); })
+                     AT_DISPATCH_CASE(at::kHalf, [&] { kv_cache_attention_loops<scalar_t>(params); })
+                     AT_DISPATCH_CASE(at::kBFloat16,
+                                      [&] { kv_cache_attention_loops<scalar_t>(params); }));
+  return out;
+}
+
+}  // namespace fractal_ext
+
+TORCH_LIBRARY_IMPL(fractal_ext, CPU, m) {
+  m.impl("kv_cache_attention", &fractal_ext::kv_cache_attention_cpu);
+}
