@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--greedy", action="store_true", help="most likely token instead of a random draw")
     parser.add_argument("--raster_order", action="store_true", help="MAR levels in raster order")
     parser.add_argument("--implementation", choices=["fast", "eager"], default="fast")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                        help="fast path: auto = bf16 on CUDA (as the official code's autocast), fp32 on CPU")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output_dir", default="samples")
     parser.add_argument("--columns", type=int, default=None, help="images per grid row")
@@ -64,7 +66,8 @@ def run(args) -> int:
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     start = time.perf_counter()
     images = generate(model, labels, batch_size=args.batch_size, generator=generator, greedy=args.greedy,
-                      raster_order=args.raster_order, implementation=args.implementation, progress=True, **settings)
+                      raster_order=args.raster_order, implementation=args.implementation,
+                      precision=args.precision, progress=True, **settings)
     seconds = time.perf_counter() - start
     grid = save_samples(images, labels, args.output_dir, args.columns)
     print(f"wrote {grid} and {len(labels)} images; {len(labels) / seconds:.3f} images/s ({seconds:.1f} s)")

@@ -11,6 +11,9 @@ from fractal_ext.sampler.pixel_head import FastPixelHead
 from fractal_ext.sampler.workspace import Workspace
 
 
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 class PixelHeadLevel:
     """The last level: conditions [K, R, C] -> pixels [n, 3] (the head uses the middle condition)."""
 
@@ -39,12 +42,20 @@ class FastSampler:
 
     @torch.no_grad()
     def sample(self, cond_list, num_iter_list, cfg, cfg_schedule, temperature, filter_threshold,
-               controls: SamplingControls | None = None, on_top_level_step=None) -> torch.Tensor:
+               controls: SamplingControls | None = None, on_top_level_step=None, precision: str = "fp32") -> torch.Tensor:
+        """`precision`: "fp32" computes what the eager path computes; "bf16" / "fp16" run the
+        matmuls under autocast (as the official code does on GPU), keeping the fp32 islands of the
+        modules (RMSNorm, MAR attention logits, output logits, sampling)."""
         validate_sampling_args(self.model, cond_list, num_iter_list, cfg, cfg_schedule, temperature, filter_threshold)
+        if precision not in AUTOCAST_DTYPES:
+            raise ValueError(f"precision must be one of {sorted(AUTOCAST_DTYPES)}, got {precision!r}")
         run = SamplingRun(
             num_iter_list=tuple(int(n) for n in num_iter_list), temperature=float(temperature),
             filter_threshold=float(filter_threshold), controls=controls or SamplingControls(),
             guided=float(cfg) != 1.0, on_top_level_step=on_top_level_step,
         )
         conds = torch.stack(list(cond_list[: self.model.config.num_conds]))
-        return self.top_level.sample(conds, float(cfg), cfg_schedule, run)
+        dtype = AUTOCAST_DTYPES[precision]
+        with torch.autocast(device_type=conds.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            images = self.top_level.sample(conds, float(cfg), cfg_schedule, run)
+        return images.float()
