@@ -10,8 +10,8 @@ import sys
 from dataclasses import dataclass, field
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-CXX_FLAGS = ["-O3", "-std=c++17", "-fopenmp"]
-NVCC_FLAGS = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo", "--expt-relaxed-constexpr"]
+CXX_FLAGS = ["-O3", "-std=c++20", "-fopenmp"]
+NVCC_FLAGS = ["-O3", "-std=c++20", "--use_fast_math", "-lineinfo", "--expt-relaxed-constexpr"]
 # Without a visible GPU we still compile for Hopper (the benchmark machine) and Ampere/Ada.
 DEFAULT_CUDA_ARCHS = "8.0;8.6;8.9;9.0"
 
@@ -47,7 +47,7 @@ class BuildPlan:
     cuda_home: str | None = None
     cuda_arch_list: str = ""
     sources: list = field(default_factory=list)
-    defines: list = field(default_factory=list)
+    defines: list = field(default_factory=list)  # "NAME" or "NAME=VALUE", for setup.py and CMake alike
 
     def describe(self):
         if self.with_cuda:
@@ -69,13 +69,16 @@ def plan():
     if cuda_home is None:
         return BuildPlan(False, "nvcc not found (set CUDA_HOME)", sources=cpu_sources)
     archs = os.environ.get("TORCH_CUDA_ARCH_LIST") or _visible_gpu_archs() or DEFAULT_CUDA_ARCHS
+    archs = ";".join(a for a in archs.replace(" ", ";").split(";") if a)
     return BuildPlan(
         True,
         "",
         cuda_home=cuda_home,
         cuda_arch_list=archs,
         sources=cpu_sources + _sources("csrc/cuda/*.cu"),
-        defines=["FRACTAL_EXT_WITH_CUDA"],
+        # The arch list travels as one preprocessor token list ("8.0,9.0"): no quotes or
+        # semicolons to survive shells; registration.cpp stringifies it for fractal_ext._C.
+        defines=["FRACTAL_EXT_WITH_CUDA", "FRACTAL_EXT_CUDA_ARCHS=" + archs.replace(";", ",")],
     )
 
 
@@ -96,5 +99,7 @@ if __name__ == "__main__":
         print(f"set(FRACTAL_EXT_NVCC_FLAGS {' '.join(NVCC_FLAGS)})")
         print(f"set(FRACTAL_EXT_CUDA_ARCHS \"{p.cuda_arch_list}\")")
         print(f"set(FRACTAL_EXT_CUDA_HOME \"{p.cuda_home or ''}\")")
+        print(f"set(FRACTAL_EXT_DEFINES {' '.join(p.defines)})")
+        print(f"set(FRACTAL_EXT_BUILD_DESCRIPTION \"{p.describe()}\")")
     else:
         print(p.describe())

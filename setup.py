@@ -30,7 +30,7 @@ def extension_modules():
             name="fractal_ext._C",
             sources=plan.sources,
             include_dirs=[os.path.join(build_config.ROOT, "csrc")],
-            define_macros=[(m, None) for m in plan.defines],
+            define_macros=[tuple(d.split("=", 1)) if "=" in d else (d, None) for d in plan.defines],
             extra_compile_args={"cxx": build_config.CXX_FLAGS, "nvcc": build_config.NVCC_FLAGS},
             py_limited_api=False,
         )
