@@ -119,6 +119,8 @@ if __name__ == "__main__":
         print(f"set(FRACTAL_EXT_CUDA_HOME \"{p.cuda_home or ''}\")")
         print(f"set(FRACTAL_EXT_DEFINES {' '.join(p.defines)})")
         print(f"set(FRACTAL_EXT_SYSTEM_INCLUDE_DIRS {' '.join(p.system_include_dirs)})")
+        library_dirs = [os.path.join(os.path.dirname(d), "lib") for d in p.system_include_dirs]
+        print(f"set(FRACTAL_EXT_CUDA_LIBRARY_DIRS {' '.join(library_dirs)})")
         print(f"set(FRACTAL_EXT_BUILD_DESCRIPTION \"{p.describe()}\")")
     else:
         print(p.describe())

@@ -20,8 +20,9 @@ using patchify_gather::check_gather;
 using patchify_gather::check_gather_backward;
 using patchify_gather::check_index_range;
 
-// Work per parallel chunk, in elements moved.
-constexpr int64_t kGrainElements = 32768;
+// Least work per parallel chunk, in elements moved: these loops are memory-bound, so a second
+// thread only pays off beyond about a megabyte.
+constexpr int64_t kGrainElements = 1 << 18;
 
 int64_t grain_for(int64_t elements_per_item) {
   return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, elements_per_item));
