@@ -28,6 +28,22 @@ def find_cuda_home():
     return os.path.dirname(os.path.dirname(os.path.realpath(nvcc))) if nvcc else None
 
 
+def cuda_library_include_dirs(cuda_home):
+    """Headers of the CUDA libraries torch's CUDA headers include (cusparse.h, cublas_v2.h, ...).
+
+    A minimal toolkit (nvcc and the runtime only) lacks them; torch's pip wheels ship them in
+    site-packages/nvidia/*/include. Those directories are searched after the toolkit's own."""
+    if os.path.exists(os.path.join(cuda_home, "include", "cusparse.h")):
+        return []
+    try:
+        import torch
+    except ImportError:
+        return []
+    site_packages = os.path.dirname(os.path.dirname(os.path.abspath(torch.__file__)))
+    headers = glob.glob(os.path.join(site_packages, "nvidia", "*", "include", "cusparse.h"))
+    return sorted(os.path.dirname(h) for h in headers)
+
+
 def _visible_gpu_archs():
     try:
         import torch
@@ -47,7 +63,8 @@ class BuildPlan:
     cuda_home: str | None = None
     cuda_arch_list: str = ""
     sources: list = field(default_factory=list)
-    defines: list = field(default_factory=list)
+    system_include_dirs: list = field(default_factory=list)  # searched after the toolkit's
+    defines: list = field(default_factory=list)  # "NAME" or "NAME=VALUE", for setup.py and CMake alike
 
     def describe(self):
         if self.with_cuda:
@@ -69,13 +86,17 @@ def plan():
     if cuda_home is None:
         return BuildPlan(False, "nvcc not found (set CUDA_HOME)", sources=cpu_sources)
     archs = os.environ.get("TORCH_CUDA_ARCH_LIST") or _visible_gpu_archs() or DEFAULT_CUDA_ARCHS
+    archs = ";".join(a for a in archs.replace(" ", ";").split(";") if a)
     return BuildPlan(
         True,
         "",
         cuda_home=cuda_home,
         cuda_arch_list=archs,
         sources=cpu_sources + _sources("csrc/cuda/*.cu"),
-        defines=["FRACTAL_EXT_WITH_CUDA"],
+        system_include_dirs=cuda_library_include_dirs(cuda_home),
+        # The arch list travels as one preprocessor token list ("8.0,9.0"): no quotes or
+        # semicolons to survive shells; registration.cpp stringifies it for fractal_ext._C.
+        defines=["FRACTAL_EXT_WITH_CUDA", "FRACTAL_EXT_CUDA_ARCHS=" + archs.replace(";", ",")],
     )
 
 
@@ -96,5 +117,10 @@ if __name__ == "__main__":
         print(f"set(FRACTAL_EXT_NVCC_FLAGS {' '.join(NVCC_FLAGS)})")
         print(f"set(FRACTAL_EXT_CUDA_ARCHS \"{p.cuda_arch_list}\")")
         print(f"set(FRACTAL_EXT_CUDA_HOME \"{p.cuda_home or ''}\")")
+        print(f"set(FRACTAL_EXT_DEFINES {' '.join(p.defines)})")
+        print(f"set(FRACTAL_EXT_SYSTEM_INCLUDE_DIRS {' '.join(p.system_include_dirs)})")
+        library_dirs = [os.path.join(os.path.dirname(d), "lib") for d in p.system_include_dirs]
+        print(f"set(FRACTAL_EXT_CUDA_LIBRARY_DIRS {' '.join(library_dirs)})")
+        print(f"set(FRACTAL_EXT_BUILD_DESCRIPTION \"{p.describe()}\")")
     else:
         print(p.describe())

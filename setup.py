@@ -25,13 +25,17 @@ def extension_modules():
         extension = cpp_extension.CUDAExtension
     else:
         extension = cpp_extension.CppExtension
+    system_includes = [flag for d in plan.system_include_dirs for flag in ("-isystem", d)]
     return [
         extension(
             name="fractal_ext._C",
             sources=plan.sources,
             include_dirs=[os.path.join(build_config.ROOT, "csrc")],
-            define_macros=[(m, None) for m in plan.defines],
-            extra_compile_args={"cxx": build_config.CXX_FLAGS, "nvcc": build_config.NVCC_FLAGS},
+            define_macros=[tuple(d.split("=", 1)) if "=" in d else (d, None) for d in plan.defines],
+            extra_compile_args={
+                "cxx": build_config.CXX_FLAGS + system_includes,
+                "nvcc": build_config.NVCC_FLAGS + system_includes,
+            },
             py_limited_api=False,
         )
     ]

@@ -16,6 +16,11 @@
                   (x).scalar_type() == at::kBFloat16,                                         \
               op ": " #x " must be float32, float16 or bfloat16, got ", (x).scalar_type())
 
+#define FRACTAL_CHECK_FLOATING_OR_DOUBLE(op, x)                                                \
+  TORCH_CHECK((x).scalar_type() == at::kFloat || (x).scalar_type() == at::kHalf ||            \
+                  (x).scalar_type() == at::kBFloat16 || (x).scalar_type() == at::kDouble,     \
+              op ": " #x " must be float32, float16, bfloat16 or float64, got ", (x).scalar_type())
+
 #define FRACTAL_CHECK_SAME_DEVICE(op, x, y)                                                   \
   TORCH_CHECK((x).device() == (y).device(), op ": " #x " and " #y                            \
               " must be on the same device, got ", (x).device(), " and ", (y).device())

@@ -3,13 +3,47 @@
 // fractal_ext/ops.py; plain-PyTorch references in fractal_ext/reference.py.
 #include <Python.h>
 #include <torch/library.h>
+#include <torch/version.h>
+
+#ifdef FRACTAL_EXT_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+// FRACTAL_EXT_CUDA_ARCHS comes from build_config.py as a comma-separated token list (8.0,9.0).
+#define FRACTAL_EXT_STRINGIFY_ARGS(...) #__VA_ARGS__
+#define FRACTAL_EXT_STRINGIFY(...) FRACTAL_EXT_STRINGIFY_ARGS(__VA_ARGS__)
 
 extern "C" {
 // `import fractal_ext._C` loads this shared object, which runs the registrations below.
 // The module itself has no Python functions: everything is reached via torch.ops.fractal_ext.
+// Its constants describe the build: WITH_CUDA (bool), CUDA_ARCHS (str, "" in a CPU-only build),
+// CUDA_VERSION (int, CUDART_VERSION compiled against, 0 in a CPU-only build) and TORCH_VERSION
+// (str, the torch headers compiled against).
 PyObject* PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module_def);
+  PyObject* module = PyModule_Create(&module_def);
+  if (module == nullptr) return nullptr;
+#ifdef FRACTAL_EXT_WITH_CUDA
+  const bool with_cuda = true;
+  const long cuda_version = CUDART_VERSION;
+#ifdef FRACTAL_EXT_CUDA_ARCHS
+  const char* cuda_archs = FRACTAL_EXT_STRINGIFY(FRACTAL_EXT_CUDA_ARCHS);
+#else
+  const char* cuda_archs = "unknown";
+#endif
+#else
+  const bool with_cuda = false;
+  const long cuda_version = 0;
+  const char* cuda_archs = "";
+#endif
+  if (PyModule_AddObjectRef(module, "WITH_CUDA", with_cuda ? Py_True : Py_False) < 0 ||
+      PyModule_AddStringConstant(module, "CUDA_ARCHS", cuda_archs) < 0 ||
+      PyModule_AddIntConstant(module, "CUDA_VERSION", cuda_version) < 0 ||
+      PyModule_AddStringConstant(module, "TORCH_VERSION", TORCH_VERSION) < 0) {
+    Py_DECREF(module);
+    return nullptr;
+  }
+  return module;
 }
 }
 

@@ -1,6 +1,8 @@
 """Loads the compiled extension once. Importing it registers the torch.ops.fractal_ext kernels."""
 import warnings
 
+import torch  # noqa: F401  (loads libc10/libtorch, which _C links against)
+
 LOAD_ERROR: str | None = None
 try:
     from fractal_ext import _C  # noqa: F401

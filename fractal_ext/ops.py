@@ -37,6 +37,20 @@ OP_NAMES = (
     "cfg_filter_sample",
 )
 
+# Ops without a native CUDA kernel in this build (a CPU-only build of the extension, or an op
+# whose CUDA source is absent) still run on CUDA tensors: their references are registered for the
+# CUDA dispatch key. Done whenever torch itself has CUDA, without querying devices at import, so it
+# covers every machine where a CUDA device can exist. fractal_ext.info reports them as "reference".
+REFERENCE_CUDA_OPS: tuple = ()
+if EXTENSION_AVAILABLE and torch.backends.cuda.is_built():
+    REFERENCE_CUDA_OPS = tuple(
+        name
+        for name in OP_NAMES
+        if not torch._C._dispatch_has_kernel_for_dispatch_key(f"fractal_ext::{name}", "CUDA")
+    )
+    for _name in REFERENCE_CUDA_OPS:
+        torch.library.impl(f"fractal_ext::{_name}", "CUDA", getattr(reference, _name))
+
 if EXTENSION_AVAILABLE:
     # ---- patchify / unpatchify ------------------------------------------------------------
     @torch.library.register_fake("fractal_ext::patchify")
