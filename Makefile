@@ -23,6 +23,7 @@ build: setup
 	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
 
 test: build
+	$(PY) -m fractal_ext.info
 	$(PY) -m pytest -q
 
 bench: build

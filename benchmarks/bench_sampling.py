@@ -1,0 +1,103 @@
+"""Sampling speed: the fast path against the eager path, same weights, same settings, one run.
+
+    python -m pytest benchmarks/bench_sampling.py -s                # reduced configs (CI-sized)
+    python -m pytest benchmarks/bench_sampling.py -s -m slow        # FractalAR-64 / FractalMAR-64, CPU
+    python benchmarks/bench_sampling.py --device cuda --json out.json   # the GPU table
+
+Models have random weights (timing does not depend on them). Each case prints the seconds of
+both paths, images/s and the ratio; the script form also writes JSON and a Markdown table.
+"""
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from sampling_cases import SamplingCase, timed  # noqa: E402
+
+CPU_CASES = [
+    pytest.param("reduced_ar", 1, id="reduced_ar-b1"),
+    pytest.param("reduced_mar", 1, id="reduced_mar-b1"),
+    pytest.param("fractalar_in64", 1, marks=pytest.mark.slow, id="fractalar_in64-b1"),
+    pytest.param("fractalmar_in64", 1, marks=pytest.mark.slow, id="fractalmar_in64-b1"),
+]
+GPU_CASES = [("fractalar_in64", b) for b in (1, 32, 256)] + [("fractalmar_in64", b) for b in (1, 32, 256)] + [
+    ("fractalmar_huge_in256", 16)
+]
+
+
+def measure(name, batch, device="cpu", eager=True, precision="fp32"):
+    case = SamplingCase(name, batch)
+    model, settings = case.build(device)
+    result = {"model": name, "batch": batch, "device": device, "precision": precision, "settings": settings}
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    result["fast_s"] = timed(lambda: case.run(model, settings, "fast", precision=precision))
+    if device == "cuda":
+        result["fast_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    result["fast_images_per_s"] = batch / result["fast_s"]
+    if eager:
+        result["eager_s"] = timed(lambda: case.run(model, settings, "eager"))
+        result["eager_images_per_s"] = batch / result["eager_s"]
+        result["speedup"] = result["eager_s"] / result["fast_s"]
+    return result
+
+
+def describe(result) -> str:
+    line = f"{result['model']} batch {result['batch']} on {result['device']}: fast {result['fast_s']:.2f} s"
+    if "eager_s" in result:
+        line += f", eager {result['eager_s']:.2f} s, ratio: {result['speedup']:.2f}x"
+    return line + f" ({result['fast_images_per_s']:.3f} images/s)"
+
+
+@pytest.mark.parametrize("name, batch", CPU_CASES)
+def test_fast_vs_eager_cpu(benchmark, name, batch):
+    result = measure(name, batch)
+    benchmark.extra_info.update(result)
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)  # the timing is the one run above
+    print("\n" + describe(result))
+
+
+def machine() -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def markdown(results, machine_info) -> str:
+    rows = ["| model | batch | precision | fast s | eager s | speed-up | images/s | peak GiB |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        rows.append(f"| {r['model']} | {r['batch']} | {r['precision']} | {r['fast_s']:.2f} | {r.get('eager_s', float('nan')):.2f} "
+                    f"| {r.get('speedup', float('nan')):.2f}x | {r['fast_images_per_s']:.3f} | {r.get('fast_peak_gib', float('nan')):.2f} |")
+    return f"Machine: {json.dumps(machine_info)}\n\n" + "\n".join(rows) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description="sampling benchmark table")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--json", required=True, help="where to write the results")
+    parser.add_argument("--no-eager-above", type=int, default=32, help="skip the eager path above this batch")
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("bench_sampling: no CUDA device")
+        return 2
+    cases = GPU_CASES if args.device == "cuda" else [(p.values[0], p.values[1]) for p in CPU_CASES]
+    precision = "bf16" if args.device == "cuda" else "fp32"
+    results = []
+    for name, batch in cases:
+        results.append(measure(name, batch, args.device, eager=batch <= args.no_eager_above, precision=precision))
+        print(describe(results[-1]), flush=True)
+        info = machine()
+        Path(args.json).write_text(json.dumps({"machine": info, "results": results}, indent=2))
+        Path(args.json).with_suffix(".md").write_text(markdown(results, info))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
