@@ -10,8 +10,8 @@ import sys
 from dataclasses import dataclass, field
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-CXX_FLAGS = ["-O3", "-std=c++17", "-fopenmp"]
-NVCC_FLAGS = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo", "--expt-relaxed-constexpr"]
+CXX_FLAGS = ["-O3", "-std=c++20", "-fopenmp"]
+NVCC_FLAGS = ["-O3", "-std=c++20", "--use_fast_math", "-lineinfo", "--expt-relaxed-constexpr"]
 # Without a visible GPU we still compile for Hopper (the benchmark machine) and Ampere/Ada.
 DEFAULT_CUDA_ARCHS = "8.0;8.6;8.9;9.0"
 
