@@ -183,12 +183,14 @@ def test_frequency_test_rejects_biased_samplers(official, case):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("guided", [True, False])
 @pytest.mark.parametrize("vocab", [3, 300])
-def test_draw_frequencies_small_vocab_and_multi_chunk(device, guided, vocab):
-    """Odd and > 256 vocabularies (the CUDA kernel's partial and streamed chunks), per-row cfg."""
+def test_draw_frequencies_small_vocab_and_multi_chunk(device, dtype, guided, vocab):
+    """Odd and > 256 vocabularies (the CUDA kernel's partial and streamed chunks), per-row cfg,
+    half-precision logits (their distribution is that of their float32 values)."""
     rows = 5
-    logits, cfg = make_logits(rows, vocab, guided, spread=1.5, seed=vocab)
+    logits, cfg = make_logits(rows, vocab, guided, dtype=dtype, spread=1.5, seed=vocab)
     probs = reference.guided_probabilities(logits.double(), cfg, 1.1, 1e-3)
     gen = torch.Generator(device=device).manual_seed(3)
     cfg = None if cfg is None else cfg.to(device)
@@ -257,6 +259,27 @@ def test_greedy_equals_reference(device, dtype, guided, rows, vocab):
         expected = reference.cfg_filter_sample(logits.cpu(), None if cfg is None else cfg.cpu(), 1.03, 1e-3, channel,
                                                True)
         assert_same_result(op(logits, cfg, 1.03, 1e-3, channel, True, None), expected)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("vocab", [2, 256, 700])
+def test_filter_stops_guidance_lifting_unlikely_tokens(device, vocab):
+    """Token 1 is unlikely under the conditional model (p ~ 6e-6) and very unlikely under the
+    unconditional one: unfiltered CFG would make it the argmax (-40 + 10 * 28 = 240); the filter
+    raises its unconditional logit to -12 first, so guidance leaves it at -12 and token 0 wins.
+    With threshold 0 nothing is filtered and token 1 wins."""
+    cond = torch.full((1, vocab), -30.0)
+    uncond = torch.full((1, vocab), -30.0)
+    cond[0, :2] = torch.tensor([0.0, -12.0])
+    uncond[0, :2] = torch.tensor([0.0, -40.0])
+    logits, cfg = torch.cat([cond, uncond]).to(device), torch.tensor([10.0], device=device)
+    for threshold, expected in ((1e-4, 0), (0.0, 1)):
+        tokens, _ = op(logits, cfg, 1.0, threshold, 0, True, None)
+        assert tokens.item() == expected
+        assert reference.cfg_filter_sample(logits.cpu(), cfg.cpu(), 1.0, threshold, 0, True)[0].item() == expected
+        drawn, _ = op(logits.repeat_interleave(64, dim=0), cfg.repeat(64), 1.0, threshold, 0, False,
+                      torch.Generator(device=device).manual_seed(1))
+        assert (drawn == expected).all()
 
 
 @pytest.mark.parametrize("device", DEVICES)
