@@ -91,11 +91,11 @@ def kv_cache_attention(q, k, v, k_cache, v_cache, cache_seqlens, scale):
     return out.to(q.dtype)
 
 
-def guided_probabilities(logits, cfg, temperature, filter_threshold):
-    """SPEC section 4, steps 1-3: temperature, conditional filter, CFG, softmax (in logits' dtype)."""
+def guided_logits(logits, cfg, temperature, filter_threshold):
+    """SPEC section 4, steps 1-2: temperature, conditional filter, CFG (in logits' dtype)."""
     logits = logits * temperature
     if cfg is None:
-        return torch.softmax(logits, dim=-1)
+        return logits
     n = logits.shape[0] // 2
     cond, uncond = logits[:n], logits[n:]
     unlikely = torch.softmax(cond, dim=-1) < filter_threshold
@@ -104,8 +104,12 @@ def guided_probabilities(logits, cfg, temperature, filter_threshold):
     cfg = torch.as_tensor(cfg, dtype=logits.dtype, device=logits.device)
     if cfg.dim() == 1:  # one scale per conditional row
         cfg = cfg[:, None]
-    guided = uncond + cfg * (cond - uncond)
-    return torch.softmax(guided, dim=-1)
+    return uncond + cfg * (cond - uncond)
+
+
+def guided_probabilities(logits, cfg, temperature, filter_threshold):
+    """SPEC section 4, steps 1-3: temperature, conditional filter, CFG, softmax (in logits' dtype)."""
+    return torch.softmax(guided_logits(logits, cfg, temperature, filter_threshold), dim=-1)
 
 
 def token_to_pixel_value(tokens, channel):

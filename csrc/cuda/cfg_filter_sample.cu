@@ -1,0 +1,93 @@
+// CUDA entry point of cfg_filter_sample: checks, Philox state from the CUDA generator, launch of
+// the warp-per-row kernel of csrc/kernels/cfg_filter_sample_warp.cuh.
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAGeneratorImpl.h>
+#include <ATen/cuda/PhiloxUtils.cuh>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <mutex>
+#include <tuple>
+
+#include "cfg_filter_sample_binding.h"
+#include "kernels/cfg_filter_sample_warp.cuh"
+
+namespace fractal_ext {
+namespace {
+
+constexpr int kWarpsPerBlock = 4;
+// Philox words reserved per row and call: one draw of 4 words at subsequence = row.
+constexpr uint64_t kPhiloxIncrement = 4;
+
+template <typename T>
+struct CudaScalar {
+  using type = T;
+};
+template <>
+struct CudaScalar<at::Half> {
+  using type = __half;
+};
+template <>
+struct CudaScalar<at::BFloat16> {
+  using type = __nv_bfloat16;
+};
+
+template <typename T, bool kOneChunk>
+__global__ void __launch_bounds__(kWarpsPerBlock * sampling::kWarpSize)
+    cfg_filter_sample_kernel(const sampling::CfgFilterSampleParams p, const at::PhiloxCudaState philox) {
+  uint64_t seed = 0;
+  uint64_t offset = 0;
+  if (!p.greedy) std::tie(seed, offset) = at::cuda::philox::unpack(philox);
+  const int lane = threadIdx.x % sampling::kWarpSize;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / sampling::kWarpSize;
+  const int64_t step = static_cast<int64_t>(gridDim.x) * kWarpsPerBlock;
+  for (int64_t row = first; row < p.rows; row += step) {
+    sampling::cfg_filter_sample_row<T, kOneChunk>(p, row, lane, seed, offset);
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> cfg_filter_sample_cuda(const at::Tensor& logits,
+                                                          const std::optional<at::Tensor>& cfg, double temperature,
+                                                          double filter_threshold, int64_t channel, bool greedy,
+                                                          std::optional<at::Generator> generator) {
+  const int64_t rows = check_cfg_filter_sample_args(logits, cfg, temperature, channel);
+  TORCH_CHECK(logits.is_cuda(), "cfg_filter_sample: logits must be a CUDA tensor here, got ", logits.device());
+  const c10::cuda::CUDAGuard device_guard(logits.device());
+  at::Tensor tokens = at::empty({rows}, logits.options().dtype(at::kLong));
+  at::Tensor values = at::empty({rows}, logits.options().dtype(at::kFloat));
+  if (rows == 0) return {tokens, values};
+  sampling::CfgFilterSampleParams p =
+      make_cfg_filter_sample_params(logits, cfg, temperature, filter_threshold, channel, greedy, rows, tokens, values);
+  const int64_t element_size = logits.element_size();
+  p.vector_loads = reinterpret_cast<uintptr_t>(p.logits) % (4 * element_size) == 0 &&
+                   p.logits_row_stride % sampling::kGroupWidth == 0;
+
+  at::PhiloxCudaState philox;
+  if (!greedy) {
+    auto* gen = at::get_generator_or_default<at::CUDAGeneratorImpl>(
+        generator, at::cuda::detail::getDefaultCUDAGenerator(logits.device().index()));
+    std::lock_guard<std::mutex> lock(gen->mutex_);
+    philox = gen->philox_cuda_state(kPhiloxIncrement);
+  }
+  const int64_t blocks_needed = (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
+  const dim3 grid(static_cast<unsigned>(std::min<int64_t>(blocks_needed, int64_t{1} << 30)));
+  const dim3 block(kWarpsPerBlock * sampling::kWarpSize);
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const bool one_chunk = p.vocab <= sampling::kChunkSpan;
+  FRACTAL_DISPATCH_LOGITS(logits.scalar_type(), "cfg_filter_sample_cuda", [&] {
+    using T = typename CudaScalar<scalar_t>::type;
+    if (one_chunk) {
+      cfg_filter_sample_kernel<T, true><<<grid, block, 0, stream>>>(p, philox);
+    } else {
+      cfg_filter_sample_kernel<T, false><<<grid, block, 0, stream>>>(p, philox);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {tokens, values};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fractal_ext, CUDA, m) { m.impl("cfg_filter_sample", &cfg_filter_sample_cuda); }
+
+}  // namespace fractal_ext
