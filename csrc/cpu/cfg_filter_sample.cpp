@@ -15,11 +15,13 @@
 #include <vector>
 
 #include "cfg_filter_sample_binding.h"
+#include "cpu/vectorizable_math.h"
 
 namespace fractal_ext {
 namespace {
 
 using sampling::CfgFilterSampleParams;
+using namespace cpu_math;
 
 // Known-answer vectors of Philox4x32-10 (Random123 kat_vectors).
 static_assert(philox::philox4x32_10({0u, 0u, 0u, 0u}, 0u, 0u).x == 0x6627e8d5u, "philox KAT");
@@ -32,34 +34,6 @@ static_assert(philox::philox4x32_10({0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03
                                     0x299f31d0u)
                       .z == 0x5001e420u,
               "philox KAT");
-
-// exp(x) for x <= 0 (or -inf) without a library call, so that the row loops vectorise: Cody-Waite
-// reduction to r in [-ln2/2, ln2/2], a degree-5 minimax polynomial (Cephes expf coefficients,
-// within 1.5 ulp), scaling by 2^k through the exponent bits. Below -87 the result is exactly 0.
-// The clamp and the underflow test are integer selects on the bits (x <= 0: larger magnitude,
-// larger bits), which GCC if-converts; float compares would keep a branch in the loop.
-inline float exp_nonpositive(float x) {
-  constexpr float kLog2e = 1.44269504088896341f;
-  constexpr float kLn2Hi = 0.693359375f;
-  constexpr float kLn2Lo = -2.12194440e-4f;
-  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer in the low bits
-  const uint32_t bits = std::bit_cast<uint32_t>(x);
-  const uint32_t limit = std::bit_cast<uint32_t>(-87.0f);
-  const bool underflows = bits > limit;
-  const float clamped = std::bit_cast<float>(underflows ? limit : bits);
-  const float shifted = clamped * kLog2e + kRound;
-  const float k = shifted - kRound;
-  const float r = (clamped - k * kLn2Hi) - k * kLn2Lo;
-  float poly = 1.9875691500e-4f;
-  poly = poly * r + 1.3981999507e-3f;
-  poly = poly * r + 8.3334519073e-3f;
-  poly = poly * r + 4.1665795894e-2f;
-  poly = poly * r + 1.6666665459e-1f;
-  poly = poly * r + 5.0000001201e-1f;
-  const float y = poly * r * r + r + 1.0f;
-  const int32_t exponent = (std::bit_cast<int32_t>(shifted) - std::bit_cast<int32_t>(kRound) + 127) << 23;
-  return y * std::bit_cast<float>(underflows ? 0 : exponent);
-}
 
 // Values of a row are scanned for the inverse CDF in blocks of this many.
 constexpr int64_t kScanBlock = 16;
@@ -88,7 +62,7 @@ float guided_logits(const CfgFilterSampleParams& p, int64_t row, RowScratch& scr
   if (p.cfg == nullptr) {
 #pragma omp simd reduction(max : g_max) reduction(| : has_nan)
     for (int64_t i = 0; i < vocab; ++i) {
-      const float c = static_cast<float>(cond_in[i]) * temperature;
+      const float c = to_float(cond_in[i]) * temperature;
       g[i] = c;
       has_nan |= c != c;
       g_max = c > g_max ? c : g_max;
@@ -102,8 +76,8 @@ float guided_logits(const CfgFilterSampleParams& p, int64_t row, RowScratch& scr
   float uncond_max = -std::numeric_limits<float>::infinity();
 #pragma omp simd reduction(max : cond_max, uncond_max) reduction(| : has_nan)
   for (int64_t i = 0; i < vocab; ++i) {
-    const float c = static_cast<float>(cond_in[i]) * temperature;
-    const float v = static_cast<float>(uncond_in[i]) * temperature;
+    const float c = to_float(cond_in[i]) * temperature;
+    const float v = to_float(uncond_in[i]) * temperature;
     g[i] = c;
     u[i] = v;
     has_nan |= (c != c) | (v != v);

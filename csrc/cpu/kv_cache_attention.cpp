@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "checks.h"
+#include "cpu/vectorizable_math.h"
 #include "kernels/kv_cache_attention_params.h"
 
 namespace fractal_ext {
@@ -113,57 +114,7 @@ KvCacheAttentionParams make_kv_cache_attention_params(const at::Tensor& q, const
 
 namespace {
 
-#if defined(__GNUC__)
-#define FRACTAL_ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define FRACTAL_ALWAYS_INLINE inline
-#endif
-
-FRACTAL_ALWAYS_INLINE float bits_to_float(uint32_t bits) {
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
-}
-
-FRACTAL_ALWAYS_INLINE uint32_t float_to_bits(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, sizeof(bits));
-  return bits;
-}
-
-// Element -> float conversions written with integer operations only, so that the loops that
-// use them vectorise (the c10 conversions branch).
-FRACTAL_ALWAYS_INLINE float to_float(float x) { return x; }
-
-FRACTAL_ALWAYS_INLINE float to_float(c10::BFloat16 x) { return bits_to_float(uint32_t{x.x} << 16); }
-
-// IEEE half -> float: shift exponent and mantissa into place and rescale by 2^112 (exact, also
-// for subnormals); infinities and NaNs get the all-ones exponent back.
-FRACTAL_ALWAYS_INLINE float to_float(c10::Half x) {
-  const uint32_t magnitude = uint32_t{x.x} & 0x7fffu;
-  const uint32_t sign = (uint32_t{x.x} & 0x8000u) << 16;
-  uint32_t bits = float_to_bits(bits_to_float(magnitude << 13) * 0x1p112f);
-  bits |= magnitude >= 0x7c00u ? 0x7f800000u : 0u;
-  return bits_to_float(bits | sign);
-}
-
-// exp(x) for x <= 0 (a max-subtracted score), written so that loops over it vectorise: Cody-Waite
-// range reduction x = n ln2 + r, |r| <= ln2/2, a degree-6 polynomial for e^r (Cephes
-// coefficients, about 1 ulp), and 2^n built in the exponent bits. Inputs below -87 give ~1e-38.
-FRACTAL_ALWAYS_INLINE float exp_nonpositive(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  const int32_t n = static_cast<int32_t>(x * 1.44269504088896341f - 0.5f);  // round, x <= 0
-  const float fn = static_cast<float>(n);
-  const float r = (x - fn * 0.693359375f) + fn * 2.12194440e-4f;
-  float poly = 1.9875691500e-4f;
-  poly = poly * r + 1.3981999507e-3f;
-  poly = poly * r + 8.3334519073e-3f;
-  poly = poly * r + 4.1665795894e-2f;
-  poly = poly * r + 1.6666665459e-1f;
-  poly = poly * r + 5.0000001201e-1f;
-  const float er = poly * r * r + r + 1.0f;
-  return er * bits_to_float(static_cast<uint32_t>(n + 127) << 23);
-}
+using namespace cpu_math;
 
 // Scratch rows of one worker: the scaled query, the scores of one query and the accumulator.
 struct Scratch {

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from fractal_ext import ops
 from fractal_ext.models.pixel_head import NUM_CHANNELS, PixelLoss
+from fractal_ext.sampler.decode import layer_norm, vit_block_decode
 from fractal_ext.sampler.options import SamplingRun
 from fractal_ext.sampler.workspace import Workspace
 
@@ -25,29 +26,20 @@ class FastPixelHead:
         n = rows // 2 if run.guided else rows
         cfg_rows = torch.full((n,), float(cfg), device=cond.device) if run.guided else None
         pixels = torch.empty(n, NUM_CHANNELS, device=cond.device)
-        token = head.cond_proj(cond)
+        token = F.linear(cond, head.cond_proj.weight, head.cond_proj.bias)
         for channel in range(NUM_CHANNELS):
-            x = head.ln(token).unsqueeze(1)  # [R, 1, W]: the token at sequence position `channel`
+            x = layer_norm(token, head.ln)  # the token at sequence position `channel`
+            positions = self.workspace.positions(channel, rows, cond.device)
             for index, block in enumerate(head.blocks):
-                x = x + self._attend(block.attn, block.norm1(x), index, channel)
-                x = x + block.mlp(block.norm2(x))
+                k_cache, v_cache = self.workspace.kv_cache(("pixel_head", id(self), index), rows, self.num_heads,
+                                                           NUM_CHANNELS, self.head_dim, x.dtype, x.device)
+                x = vit_block_decode(x, block, k_cache, v_cache, positions, self.num_heads, self.head_dim)
+            codebook, mlm = head.codebooks[channel], head.mlms[channel]
             with torch.autocast(device_type=cond.device.type, enabled=False):
-                codebook, mlm = head.codebooks[channel], head.mlms[channel]
-                logits = F.linear(head.norm(x[:, 0]).float(), codebook.weight.float(), mlm.bias.float()[0])
+                logits = torch.addmm(mlm.bias.float(), layer_norm(x, head.norm).float(), codebook.weight.float().t())
             ids, values = ops.cfg_filter_sample(logits, cfg_rows, run.temperature, run.filter_threshold, channel,
                                                 run.controls.greedy, run.controls.generator)
             pixels[:, channel] = values
             if channel + 1 < NUM_CHANNELS:
-                token = codebook(torch.cat([ids, ids]) if run.guided else ids)
+                token = F.embedding(torch.cat([ids, ids]) if run.guided else ids, codebook.weight)
         return pixels
-
-    def _attend(self, attn, x, block_index: int, position: int):
-        rows = x.shape[0]
-        qkv = F.linear(x, attn.qkv.weight, attn.qkv.bias).view(rows, 1, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.unbind(2)
-        k_cache, v_cache = self.workspace.kv_cache(
-            ("pixel_head", id(self), block_index), rows, self.num_heads, NUM_CHANNELS, self.head_dim, x.dtype, x.device
-        )
-        positions = self.workspace.positions(position, rows, x.device)
-        out = ops.kv_cache_attention(q, k, v, k_cache, v_cache, positions, attn.scale)
-        return attn.proj(out.reshape(rows, 1, -1))
