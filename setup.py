@@ -52,7 +52,6 @@ setup(
     version="0.1.0",
     description="Fast, checkpoint-compatible Fractal Generative Models (FractalAR / FractalMAR)",
     packages=find_packages(include=["fractal_ext", "fractal_ext.*"]),
-    package_data={"fractal_ext": ["py.typed"]},
     python_requires=">=3.10",
     install_requires=["torch", "numpy", "safetensors", "tqdm", "Pillow"],
     ext_modules=extension_modules(),

@@ -75,4 +75,8 @@ TORCH_LIBRARY(fractal_ext, m) {
   m.def(
       "cfg_filter_sample(Tensor logits, Tensor? cfg, float temperature, float filter_threshold, "
       "int channel, bool greedy, Generator? generator) -> (Tensor, Tensor)");
+  // y = x . weight^T (+ bias) for x [..., K] with few rows (one-token decoding), weight [N, K]
+  // float32. CPU only: it streams each weight row once for all rows of x; on CUDA, cuBLAS's GEMV
+  // already does, and callers use torch's linear there.
+  m.def("small_batch_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
 }

@@ -20,6 +20,7 @@ if EXTENSION_AVAILABLE:
     gather_neighbour_conditions_backward = _ops.gather_neighbour_conditions_backward.default
     kv_cache_attention = _ops.kv_cache_attention.default
     cfg_filter_sample = _ops.cfg_filter_sample.default
+    small_batch_linear = _ops.small_batch_linear.default
 else:
     patchify = reference.patchify
     unpatchify = reference.unpatchify
@@ -27,6 +28,7 @@ else:
     gather_neighbour_conditions_backward = reference.gather_neighbour_conditions_backward
     kv_cache_attention = reference.kv_cache_attention
     cfg_filter_sample = reference.cfg_filter_sample
+    small_batch_linear = reference.small_batch_linear
 
 OP_NAMES = (
     "patchify",
@@ -35,6 +37,7 @@ OP_NAMES = (
     "gather_neighbour_conditions_backward",
     "kv_cache_attention",
     "cfg_filter_sample",
+    "small_batch_linear",
 )
 
 # Ops without a native CUDA kernel in this build (a CPU-only build of the extension, or an op
@@ -123,3 +126,8 @@ if EXTENSION_AVAILABLE:
             logits.new_empty(rows, dtype=torch.int64),
             logits.new_empty(rows, dtype=torch.float32),
         )
+
+    # ---- weight-streaming linear for a few rows ---------------------------------------------
+    @torch.library.register_fake("fractal_ext::small_batch_linear")
+    def _small_batch_linear_fake(x, weight, bias):
+        return x.new_empty(*x.shape[:-1], weight.shape[0])

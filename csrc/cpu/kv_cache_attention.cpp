@@ -198,11 +198,6 @@ __attribute__((target("avx2,fma"))) void attend_pairs_avx2(const KvCacheAttentio
                                                             Scratch& scratch) {
   attend_pairs<scalar_t>(p, begin, end, scratch);
 }
-
-bool cpu_has_avx2_fma() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
-}
 #endif
 
 template <typename scalar_t>

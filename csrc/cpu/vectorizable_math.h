@@ -73,5 +73,19 @@ FRACTAL_ALWAYS_INLINE float exp_nonpositive(float x) {
   return y * std::bit_cast<float>(underflows ? 0 : exponent);
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+// Kernels compile their hot loops a second time for these instruction sets and pick one at run
+// time, so one build serves every x86-64 CPU.
+#define FRACTAL_X86_MULTIVERSION 1
+inline bool cpu_has_avx2_fma() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+inline bool cpu_has_avx512f() {
+  static const bool has = __builtin_cpu_supports("avx512f");
+  return has;
+}
+#endif
+
 }  // namespace cpu_math
 }  // namespace fractal_ext
