@@ -202,3 +202,15 @@ def random_hflip(images: torch.Tensor, generator: torch.Generator | None = None)
 def collate_uint8(items):
     images, labels = zip(*items)
     return torch.stack(images), torch.tensor(labels, dtype=torch.long)
+
+
+def iterate_batches(dataset, batch_size: int, limit: int | None = None, num_workers: int = 0):
+    """(uint8 images, labels) of the first `limit` items (default all), in order, `batch_size` at a time."""
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    if hasattr(dataset, "batch"):
+        for start in range(0, count, batch_size):
+            yield dataset.batch(torch.arange(start, min(start + batch_size, count)))
+        return
+    subset = torch.utils.data.Subset(dataset, range(count))
+    yield from torch.utils.data.DataLoader(subset, batch_size=batch_size, num_workers=num_workers,
+                                           collate_fn=collate_uint8)

@@ -115,3 +115,18 @@ def load_training_checkpoint(resume, map_location="cpu") -> dict:
             raise CheckpointError(f"{resume} is not a fractal_ext training checkpoint: no {key!r} entry "
                                   "(an official checkpoint can initialise a model, not resume a run)")
     return checkpoint
+
+
+def load_any_model(path, model_name: str | None = None, device="cpu"):
+    """A model in eval mode from our safetensors file, a training checkpoint of this package
+    (config stored with it), or an official checkpoint (architecture from `model_name` or args)."""
+    from fractal_ext.checkpoint import load_model, load_weights, state_dict_from_checkpoint
+    from fractal_ext.models import FractalConfig, FractalGen
+
+    path = Path(path)
+    if path.suffix == ".pth":
+        checkpoint = load_official_checkpoint(path, map_location=device)
+        if "model_config" in checkpoint:
+            model = FractalGen(**FractalConfig.from_json(checkpoint["model_config"]).constructor_kwargs())
+            return load_weights(model.to(device), state_dict_from_checkpoint(checkpoint)).eval()
+    return load_model(path, model_name=model_name, device=device)

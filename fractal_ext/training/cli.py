@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output_dir", default="./outputs/run")
     run.add_argument("--resume", default=None, help="checkpoint-last.pth, or the folder holding it")
     run.add_argument("--save_last_freq", type=float, default=5, help="checkpoint every this many epochs (and at the end)")
+    run.add_argument("--stop_after", type=int, default=None,
+                     help="stop (with a checkpoint) after this many steps of this invocation; resume later")
     run.add_argument("--log_freq", type=int, default=10, help="log every this many steps")
     run.add_argument("--seed", type=int, default=1)
     run.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")

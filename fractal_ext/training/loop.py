@@ -80,7 +80,7 @@ class BatchSource:
             batches = (self.dataset.batch(self._rank_indices(step)) for step in range(start_step, end_step))
         else:
             batches = iter(torch.utils.data.DataLoader(
-                self.dataset, batch_sampler=[self._rank_indices(step).tolist() for step in range(start_step, end_step)],
+                self.dataset, batch_sampler=_StepBatches(self, start_step, end_step),
                 num_workers=self.num_workers, collate_fn=collate_uint8, persistent_workers=False,
             ))
         for step, (images, labels) in zip(range(start_step, end_step), batches):
@@ -89,6 +89,20 @@ class BatchSource:
                 flip = rank_slice(flips_of_global_batch, self.info)
                 images = torch.where(flip[:, None, None, None], images.flip(-1), images)
             yield step, images, labels
+
+
+class _StepBatches:
+    """Lazy batch sampler of a DataLoader: this rank's indices of steps [start, end)."""
+
+    def __init__(self, source: BatchSource, start: int, end: int):
+        self.source, self.start, self.end = source, start, end
+
+    def __len__(self):
+        return self.end - self.start
+
+    def __iter__(self):
+        for step in range(self.start, self.end):
+            yield self.source._rank_indices(step).tolist()
 
 
 # ----------------------------------------------------------------------------- one step
@@ -229,11 +243,14 @@ def _train(args, info: DistInfo, model, dataset) -> dict:
             log.write(event="checkpoint", step=step, epoch=step / steps_per_epoch, time=time.time())
         barrier(info)
 
+    end_step = total_steps
+    if getattr(args, "stop_after", None):
+        end_step = min(total_steps, start_step + args.stop_after)
     losses, window, window_start, last_loss = [], [], time.time(), None
     progress = _progress(total_steps, start_step, info.is_main and not getattr(args, "no_progress", False))
     source = BatchSource(dataset, order, info, args.hflip, args.num_workers)
     try:
-        for step, images_u8, labels in source.iterate(start_step, total_steps):
+        for step, images_u8, labels in source.iterate(start_step, end_step):
             lr = lr_at(step / steps_per_epoch, args.lr, args.min_lr, args.warmup_epochs, args.epochs)
             set_lr(optimizer, lr)
             images, labels = normalise(images_u8.to(device)), labels.to(device)
@@ -254,7 +271,7 @@ def _train(args, info: DistInfo, model, dataset) -> dict:
             last_loss = loss
             done = step + 1
             progress.update(1)
-            if done % args.log_freq == 0 or done == total_steps:
+            if done % args.log_freq == 0 or done == end_step:
                 elapsed = time.time() - window_start
                 record = dict(step=done, epoch=round(done / steps_per_epoch, 4), loss=sum(window) / len(window),
                               lr=lr, grad_norm=grad_norm, img_per_s=len(window) * effective_batch / max(elapsed, 1e-9),
@@ -262,11 +279,11 @@ def _train(args, info: DistInfo, model, dataset) -> dict:
                 log.write(**record)
                 progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", img_s=f"{record['img_per_s']:.1f}")
                 window, window_start = [], time.time()
-            if output_dir is not None and (done % save_every == 0 or done == total_steps):
+            if output_dir is not None and (done % save_every == 0 or done == end_step):
                 save(done)
     finally:
         progress.close()
     if info.is_main:
-        log.write(event="end", step=total_steps, loss=last_loss, time=time.time())
-    return dict(steps=total_steps, start_step=start_step, losses=losses, final_loss=last_loss,
+        log.write(event="end" if end_step == total_steps else "stop", step=end_step, loss=last_loss, time=time.time())
+    return dict(steps=end_step, total_steps=total_steps, start_step=start_step, losses=losses, final_loss=last_loss,
                 steps_per_epoch=steps_per_epoch, lr=args.lr, model=model)
