@@ -237,3 +237,45 @@ def test_torchrun_two_gloo_processes_match_a_single_process(tmp_path):
     assert ddp["losses"] == pytest.approx(single["losses"], rel=1e-5)
     for name, value in single["model"].state_dict().items():
         torch.testing.assert_close(ddp_checkpoint["model"][name], value, rtol=0, atol=1e-5, msg=name)
+
+
+# ----------------------------------------------------------------------------- evaluation
+def test_split_bits_per_dim_weights_batches_by_size():
+    from fractal_ext.evaluation import dataset_bits_per_dim, default_num_passes
+
+    model = tiny_model(TINY_AR).eval()
+    images = normalise(SyntheticImages(size=4).images)
+    result = dataset_bits_per_dim(model, [images[:3], images[3:]], generator=torch.Generator().manual_seed(0))
+    expected = (3 * bits_per_dim(model, images[:3]) + bits_per_dim(model, images[3:])) / 4
+    assert result["images"] == 4 and result["num_passes"] == 1
+    assert result["bits_per_dim"] == pytest.approx(expected, rel=1e-6)
+    assert default_num_passes(tiny_model(TINY_MAR)) == 10
+
+
+def test_evaluate_script_on_a_training_checkpoint(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for label in ("a", "b"):
+            for i in range(4):
+                folder = tmp_path / "data" / split / label
+                folder.mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (12, 10), (60 * i, 100, 0 if label == "a" else 250)).save(folder / f"{i}.png")
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({**TINY_MAR, "class_num": 2}))
+    run = tmp_path / "run"
+    command = [sys.executable, str(ROOT / "python" / "train.py"), "--model_config", str(config), "--dataset",
+               "imagefolder", "--data_path", str(tmp_path / "data"), "--img_size", "8", "--batch_size", "4",
+               "--epochs", "1", "--lr", "1e-3", "--warmup_epochs", "0.5", "--num_workers", "1", "--output_dir",
+               str(run), "--no_progress"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "done: 2 steps" in result.stdout
+    result = subprocess.run([sys.executable, str(ROOT / "python" / "evaluate.py"), "--model_path",
+                             str(run / "checkpoint-last.pth"), "--dataset", "imagefolder", "--data_path",
+                             str(tmp_path / "data"), "--split", "test", "--batch_size", "3", "--num_passes", "2"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["images"] == 8 and report["num_passes"] == 2 and 0 < report["bits_per_dim"] < 16
