@@ -104,6 +104,8 @@ def test_checkpoint_layout_is_official_and_safetensors(tmp_path):
     assert {"model", "optimizer", "scaler", "epoch", "args", "step", "rng"} <= set(checkpoint)
     assert checkpoint["step"] == 2 and checkpoint["epoch"] == 0 and checkpoint["args"].batch_size == 4
     assert isinstance(checkpoint["rng"][0]["torch"], torch.Tensor)
+    official_scaler = torch.amp.GradScaler("cpu")  # what the official code restores it into
+    official_scaler.load_state_dict(checkpoint["scaler"])
     weights = load_model(tmp_path / "checkpoint-last.safetensors")
     for key, value in checkpoint["model"].items():
         assert torch.equal(weights.state_dict()[key], value), key

@@ -15,6 +15,10 @@ import torch
 from fractal_ext.checkpoint import CheckpointError, load_official_checkpoint, save_model
 
 CHECKPOINT_NAME = "checkpoint-last.pth"
+# What an enabled GradScaler saves before its first step. fp32 / bf16 runs store this instead of
+# the disabled scaler's empty dict, which the official loader (GradScaler.load_state_dict) rejects.
+IDLE_SCALER_STATE = {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
+                     "_growth_tracker": 0}
 WEIGHTS_NAME = "checkpoint-last.safetensors"
 
 
@@ -88,7 +92,7 @@ def save_training_checkpoint(output_dir, model, optimizer, scaler, epoch: int, s
     checkpoint = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else {},
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else dict(IDLE_SCALER_STATE),
         "epoch": int(epoch),
         "step": int(step),
         "args": args,

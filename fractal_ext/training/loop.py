@@ -209,7 +209,7 @@ def _train(args, info: DistInfo, model, dataset) -> dict:
 
         load_weights(model, checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        if checkpoint.get("scaler"):
+        if checkpoint.get("scaler") and scaler.is_enabled():
             scaler.load_state_dict(checkpoint["scaler"])
         start_step = int(checkpoint["step"])
         rng_states = checkpoint.get("rng") or []
