@@ -44,7 +44,10 @@ def main(argv=None):
     parser.add_argument("--num_iter_list", default=",".join(map(str, sampling["num_iter_list"])))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grid", default=None, help="also write the generated samples as a PNG grid")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads (1 is fastest for the small batches of sampling on a shared CPU)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     results = {}
     start = time.time()
 

@@ -35,7 +35,10 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=int, default=3, help="upscale the PNG by this factor (nearest)")
     parser.add_argument("--output", default="samples.png")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads (1 is fastest for the small batches of sampling on a shared CPU)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
 
     model = load_model(args.model_path)
     classes = (list(range(model.config.class_num)) if args.classes is None

@@ -28,6 +28,7 @@ def atomic_torch_save(obj, path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_path = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(temp_path, 0o666 & ~_umask())  # mkstemp makes it 0600; a plain open() would not
         with os.fdopen(handle, "wb") as stream:
             torch.save(obj, stream)
             stream.flush()
@@ -39,6 +40,12 @@ def atomic_torch_save(obj, path) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path):
