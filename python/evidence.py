@@ -38,7 +38,7 @@ def main(argv=None):
     parser.add_argument("--classifier_path", default=str(DEFAULT_CLASSIFIER))
     parser.add_argument("--num_test", type=int, default=1000, help="test images for the model's bits/dim (first N)")
     parser.add_argument("--num_passes", type=int, default=None, help="default 10 for MAR models (official)")
-    parser.add_argument("--per_class", type=int, default=10, help="generated samples per class")
+    parser.add_argument("--per_class", type=int, default=30, help="generated samples per class")
     parser.add_argument("--cfg", type=float, default=sampling["cfg"])
     parser.add_argument("--temperature", type=float, default=sampling["temperature"])
     parser.add_argument("--num_iter_list", default=",".join(map(str, sampling["num_iter_list"])))
