@@ -9,7 +9,9 @@ export CUDA_HOME ?= /usr/local/cuda
 export TORCH_CUDA_ARCH_LIST ?= 9.0
 export MAX_JOBS ?= 2
 
-.PHONY: test setup build bench clean
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: test setup build bench dataset clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +19,16 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed dataset
+
+# The embedded training set: Debian's dataset-fashion-mnist (needs root and apt; skipped, with a
+# message, where neither is available: the tests that need it then skip).
+dataset:
+	@if [ -d $(FASHION_MNIST) ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)) >/dev/null \
+	  || echo "could not install dataset-fashion-mnist; Fashion-MNIST tests will skip"; \
+	else echo "Fashion-MNIST missing: sudo apt-get install dataset-fashion-mnist"; fi
 
 build: setup
 	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .

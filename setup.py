@@ -52,6 +52,7 @@ setup(
     version="0.1.0",
     description="Fast, checkpoint-compatible Fractal Generative Models (FractalAR / FractalMAR)",
     packages=find_packages(include=["fractal_ext", "fractal_ext.*"]),
+    package_data={"fractal_ext": ["assets/*.safetensors"]},
     python_requires=">=3.10",
     install_requires=["torch", "numpy", "safetensors", "tqdm", "Pillow"],
     ext_modules=extension_modules(),

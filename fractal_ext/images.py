@@ -4,14 +4,24 @@ from pathlib import Path
 
 import torch
 
+from fractal_ext import reference
 
-def image_grid(images_hwc: torch.Tensor, columns: int | None = None, padding: int = 2) -> torch.Tensor:
-    """uint8 [B, H, W, 3] -> one uint8 [rows*(H+p)+p, columns*(W+p)+p, 3] grid on black."""
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Normalised float [B, 3, H, W] -> uint8 pixels round(255 * (x * std + mean)), clamped."""
+    mean = torch.tensor(reference.PIXEL_MEAN, device=images.device).reshape(1, 3, 1, 1)
+    std = torch.tensor(reference.PIXEL_STD, device=images.device).reshape(1, 3, 1, 1)
+    return (255 * (images.float() * std + mean)).round().clamp(0, 255).to(torch.uint8)
+
+
+def image_grid(images_hwc: torch.Tensor, columns: int | None = None, padding: int = 2,
+               background: int = 0) -> torch.Tensor:
+    """uint8 [B, H, W, 3] -> one uint8 [rows*(H+p)+p, columns*(W+p)+p, 3] grid on `background`."""
     count, height, width, _ = images_hwc.shape
     columns = columns or max(1, math.ceil(math.sqrt(count)))
     rows = max(1, math.ceil(count / columns))
-    grid = torch.zeros(rows * (height + padding) + padding, columns * (width + padding) + padding, 3,
-                       dtype=torch.uint8)
+    grid = torch.full((rows * (height + padding) + padding, columns * (width + padding) + padding, 3), background,
+                      dtype=torch.uint8)
     for index, image in enumerate(images_hwc.cpu()):
         top = padding + (index // columns) * (height + padding)
         left = padding + (index % columns) * (width + padding)

@@ -2,16 +2,10 @@
 import pytest
 import torch
 
-from fractal_ext import reference
+from fractal_ext.images import to_uint8
 from reference_models import TINY_MODELS_WITHOUT_TIES, build_reference_model, pixel_head_of, reference_entry, reference_tensors
 
 TINY_MODELS = ("tiny_ar", "tiny_mar", "tiny_mar4_gp")
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(reference.PIXEL_MEAN).reshape(1, 3, 1, 1)
-    std = torch.tensor(reference.PIXEL_STD).reshape(1, 3, 1, 1)
-    return torch.round(255 * (images * std + mean)).clamp(0, 255).to(torch.uint8)
 
 
 @pytest.mark.parametrize("name", TINY_MODELS)

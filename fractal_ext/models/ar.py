@@ -3,7 +3,7 @@ with a 2-D rotary embedding, one condition per patch for the next level."""
 import torch
 from torch import nn
 
-from fractal_ext import reference
+from fractal_ext import ops, reference
 from fractal_ext.models.layers import KVCache, LlamaBlock, init_linear_and_norm, rope_2d_table, run_blocks
 from fractal_ext.models.sampling_controls import SamplingControls
 from fractal_ext.models.schedules import ar_cfg_schedule
@@ -17,6 +17,7 @@ class AR(nn.Module):
         self.seq_len = seq_len
         self.patch_size = patch_size
         self.grad_checkpointing = grad_checkpointing
+        self.use_fused_ops = False  # training: patchify on fractal_ext.ops
         self.patch_emb = nn.Linear(3 * patch_size**2, embed_dim, bias=True)
         self.patch_emb_ln = nn.LayerNorm(embed_dim, eps=1e-6)
         self.pos_embed_learned = nn.Parameter(torch.zeros(1, seq_len + 1, embed_dim))
@@ -32,10 +33,10 @@ class AR(nn.Module):
         nn.init.normal_(self.pos_embed_learned, std=0.02)
 
     def patchify(self, imgs):
-        return reference.patchify(imgs, self.patch_size)
+        return (ops.patchify if self.use_fused_ops else reference.patchify)(imgs, self.patch_size)
 
     def unpatchify(self, x):
-        return reference.unpatchify(x, self.patch_size)
+        return (ops.unpatchify if self.use_fused_ops else reference.unpatchify)(x, self.patch_size)
 
     def embed(self, patches, cond, start: int = 0):
         """Input tokens of sequence positions [start, start + T): position 0 is the condition,

@@ -127,6 +127,15 @@ class FractalGen(nn.Module):
             next_level_sample_function, visualize, controls=controls,
         )
 
+    def set_use_fused_ops(self, enabled: bool = True):
+        """Route the training forward's patchify and MAR neighbour gathering through the fused
+        operators of fractal_ext.ops (same results; the eager references stay the default)."""
+        level = self
+        while isinstance(level, FractalGen):
+            level.generator.use_fused_ops = enabled
+            level = level.next_fractal
+        return self
+
     def fast_sampler(self):
         """The fast sampler of this model, built on first use and kept (with its buffers)."""
         if getattr(self, "_fast_sampler", None) is None:

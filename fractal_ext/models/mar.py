@@ -4,7 +4,7 @@ five conditions (own, top, right, bottom, left) to the next level."""
 import torch
 from torch import nn
 
-from fractal_ext import reference
+from fractal_ext import ops, reference
 from fractal_ext.models.layers import ViTBlock, init_linear_and_norm, run_blocks
 from fractal_ext.models.pixel_head import PixelLoss
 from fractal_ext.models.sampling_controls import SamplingControls
@@ -28,6 +28,7 @@ class MAR(nn.Module):
         self.num_conds = num_conds
         self.guiding_pixel = guiding_pixel
         self.grad_checkpointing = grad_checkpointing
+        self.use_fused_ops = False  # training: patchify and the neighbour gather on fractal_ext.ops
         self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.patch_emb = nn.Linear(3 * patch_size**2, embed_dim, bias=True)
         self.patch_emb_ln = nn.LayerNorm(embed_dim, eps=1e-6)
@@ -48,10 +49,10 @@ class MAR(nn.Module):
                                                 r_weight=5.0)
 
     def patchify(self, imgs):
-        return reference.patchify(imgs, self.patch_size)
+        return (ops.patchify if self.use_fused_ops else reference.patchify)(imgs, self.patch_size)
 
     def unpatchify(self, x):
-        return reference.unpatchify(x, self.patch_size)
+        return (ops.unpatchify if self.use_fused_ops else reference.unpatchify)(x, self.patch_size)
 
     def sample_orders(self, bsz, controls: SamplingControls, device):
         if controls.raster_order:
@@ -76,6 +77,10 @@ class MAR(nn.Module):
     def predict(self, x, mask, cond_list):
         """patches [B, L, 3p^2], mask [B, L] (1 = unknown), cond_list -> 5 conditions [B, L, D]:
         middle, top, right, bottom, left."""
+        return reference.neighbour_conditions(self.predict_middle(x, mask, cond_list))
+
+    def predict_middle(self, x, mask, cond_list):
+        """The transformer output of the patch tokens [B, L, D] (each token's own condition)."""
         tokens = self.patch_emb(x)
         tokens = torch.where(mask.bool().unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
         # Conditions go in front in reverse order; the guiding pixel (if any) goes first.
@@ -84,8 +89,7 @@ class MAR(nn.Module):
         tokens = torch.cat(prefix + [tokens], dim=1)
         tokens = self.patch_emb_ln(tokens + self.pos_embed_learned)
         tokens = run_blocks(self.blocks, tokens, self.grad_checkpointing and self.training)
-        middle = self.norm(tokens)[:, -self.seq_len :]
-        return reference.neighbour_conditions(middle)
+        return self.norm(tokens)[:, -self.seq_len :]
 
     def forward(self, imgs, cond_list, generator=None, mask_all_tokens=False):
         """Training / NLL: images [B, 3, H, W] -> (masked patches [M, 3, p, p], their 5 conditions
@@ -107,9 +111,13 @@ class MAR(nn.Module):
             cond_list.append(guiding_pixels)
         else:
             guiding_pixel_loss = imgs.new_zeros(())
-        conds = self.predict(patches, mask, cond_list)
         keep = mask.reshape(-1).bool()
-        cond_next = [c.reshape(bsz * self.seq_len, -1)[keep] for c in conds]
+        if self.use_fused_ops:
+            middle = self.predict_middle(patches, mask, cond_list)
+            cond_next = list(ops.gather_neighbour_conditions(middle, *mask.bool().nonzero(as_tuple=True)).unbind(0))
+        else:
+            conds = self.predict(patches, mask, cond_list)
+            cond_next = [c.reshape(bsz * self.seq_len, -1)[keep] for c in conds]
         patches = patches.reshape(bsz * self.seq_len, -1)[keep]
         return patches.reshape(-1, 3, self.patch_size, self.patch_size), cond_next, guiding_pixel_loss
 

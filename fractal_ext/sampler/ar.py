@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from fractal_ext import reference
+from fractal_ext import ops
 from fractal_ext.models.ar import AR
 from fractal_ext.models.schedules import ar_cfg_schedule
 from fractal_ext.sampler.decode import layer_norm, llama_block_decode, rope_rotation
@@ -40,7 +40,7 @@ class FastAR:
                 token = layer_norm(gen.patch_emb(both_halves) + pos[step + 1], gen.patch_emb_ln)
             if self.level == 0 and run.on_top_level_step:
                 run.on_top_level_step()
-        return reference.unpatchify(patches, gen.patch_size)
+        return ops.unpatchify(patches, gen.patch_size)
 
     def _decode(self, token, position: int):
         """token [R, D] at sequence `position` -> its output [R, D], caches extended by one."""

@@ -1,31 +1,25 @@
 """Labels in, images out: the convenience API over `FractalGen.sample`."""
 import torch
 
-from fractal_ext import reference
+from fractal_ext.images import to_uint8
+from fractal_ext.configs import SMALL_CONFIGS, SMALL_SAMPLING
 from fractal_ext.models import PUBLISHED_SAMPLING, FractalGen
-from fractal_ext.models.config import official_name
+from fractal_ext.models.config import FractalConfig, official_name
 from fractal_ext.models.sampling_controls import SamplingControls
 
 
 def default_sampling_settings(model: FractalGen) -> dict:
-    """The published settings of an official architecture; for other models, settings stored
-    with them (`model.sampling_defaults`) or plain ones (every level in L steps, no guidance)."""
+    """The published settings of an official architecture, those of a model this project trained
+    (fractal_ext.configs), or plain ones (every level in L steps, no guidance)."""
     name = official_name(model.config)
     if name is not None:
         return dict(PUBLISHED_SAMPLING[name])
-    if getattr(model, "sampling_defaults", None):
-        return dict(model.sampling_defaults)
+    for name, kwargs in SMALL_CONFIGS.items():
+        if FractalConfig(**{**model.config.constructor_kwargs(), **kwargs}).architecture() == model.config.architecture():
+            return dict(SMALL_SAMPLING[name])
     sizes = model.config.img_size_list
     return dict(num_iter_list=tuple((a // b) ** 2 for a, b in zip(sizes, sizes[1:])), cfg=1.0,
                 cfg_schedule="constant", temperature=1.0, filter_threshold=1e-4)
-
-
-def to_uint8_hwc(images: torch.Tensor) -> torch.Tensor:
-    """Normalised images [B, 3, H, W] -> uint8 [B, H, W, 3] (round(255 * (x * std + mean)))."""
-    mean = torch.tensor(reference.PIXEL_MEAN, device=images.device).reshape(1, 3, 1, 1)
-    std = torch.tensor(reference.PIXEL_STD, device=images.device).reshape(1, 3, 1, 1)
-    pixels = torch.round(255 * (images.float() * std + mean)).clamp(0, 255).to(torch.uint8)
-    return pixels.permute(0, 2, 3, 1).contiguous()
 
 
 @torch.no_grad()
@@ -71,7 +65,7 @@ def generate(model: FractalGen, labels, *, batch_size: int = 16, output: str = "
     if bar:
         bar.close()
     result = torch.cat(images) if images else torch.empty(0, 3, *(model.config.img_size_list[0],) * 2)
-    return to_uint8_hwc(result) if output == "uint8" else result
+    return to_uint8(result).permute(0, 2, 3, 1).contiguous() if output == "uint8" else result
 
 
 def _top_level_steps(model, args):

@@ -3,7 +3,7 @@ them), tokens generated per step taken from the host-side schedule (no `nonzero`
 five neighbour conditions of the generated tokens gathered by the fused operator."""
 import torch
 
-from fractal_ext import ops, reference
+from fractal_ext import ops
 from fractal_ext.models.mar import MAR
 from fractal_ext.models.schedules import mar_schedule
 from fractal_ext.sampler.options import SamplingRun
@@ -65,4 +65,4 @@ class FastMAR:
             still_masked = keep_masked
             if self.level == 0 and run.on_top_level_step:
                 run.on_top_level_step()
-        return reference.unpatchify(patches, gen.patch_size)
+        return ops.unpatchify(patches, gen.patch_size)
