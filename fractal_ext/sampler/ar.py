@@ -7,7 +7,7 @@ import torch
 from fractal_ext import ops
 from fractal_ext.models.ar import AR
 from fractal_ext.models.schedules import ar_cfg_schedule
-from fractal_ext.sampler.decode import layer_norm, llama_block_decode, rope_rotation
+from fractal_ext.sampler.decode import layer_norm, llama_block_decode, matmul_dtype, rope_rotation
 from fractal_ext.sampler.options import SamplingRun
 from fractal_ext.sampler.workspace import Workspace
 
@@ -51,7 +51,7 @@ class FastAR:
         x = token
         for index, block in enumerate(gen.blocks):
             k_cache, v_cache = self.workspace.kv_cache(
-                ("ar", self.level, index), rows, gen.num_heads, gen.seq_len, gen.head_dim, x.dtype, x.device
+                ("ar", self.level, index), rows, gen.num_heads, gen.seq_len, gen.head_dim, matmul_dtype(x), x.device
             )
             x = llama_block_decode(x, block, rotation, k_cache, v_cache, positions, gen.num_heads, gen.head_dim,
                                    self.scale)

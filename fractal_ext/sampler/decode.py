@@ -23,6 +23,12 @@ def linear(x, weight, bias=None):
     return F.linear(x, weight, bias)
 
 
+def matmul_dtype(x):
+    """The dtype linear layers produce for x (the autocast dtype inside autocast): KV caches hold it."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+
+
 def layer_norm(x, norm):
     return torch.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from fractal_ext import ops
 from fractal_ext.models.pixel_head import NUM_CHANNELS, PixelLoss
-from fractal_ext.sampler.decode import layer_norm, vit_block_decode
+from fractal_ext.sampler.decode import layer_norm, matmul_dtype, vit_block_decode
 from fractal_ext.sampler.options import SamplingRun
 from fractal_ext.sampler.workspace import Workspace
 
@@ -32,7 +32,7 @@ class FastPixelHead:
             positions = self.workspace.positions(channel, rows, cond.device)
             for index, block in enumerate(head.blocks):
                 k_cache, v_cache = self.workspace.kv_cache(("pixel_head", id(self), index), rows, self.num_heads,
-                                                           NUM_CHANNELS, self.head_dim, x.dtype, x.device)
+                                                           NUM_CHANNELS, self.head_dim, matmul_dtype(x), x.device)
                 x = vit_block_decode(x, block, k_cache, v_cache, positions, self.num_heads, self.head_dim)
             codebook, mlm = head.codebooks[channel], head.mlms[channel]
             with torch.autocast(device_type=cond.device.type, enabled=False):
