@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from fractal_ext.models import FractalConfig, FractalGen, build_model
 from fractal_ext.models.config import official_name
@@ -91,24 +91,53 @@ def model_name_from_checkpoint(checkpoint: dict) -> str | None:
     return getattr(args, "model", None)
 
 
-def save_model(model: FractalGen, path, model_name: str | None = None):
-    """Writes the weights as safetensors with the config in the metadata. Atomic: the file is
-    written beside the target and renamed over it, so an existing file is never half-replaced."""
+def write_atomically(path, write) -> Path:
+    """Calls write(binary stream) on a temporary file beside `path`, syncs it, then renames it over
+    `path`: a crash at any point leaves the previous file intact (and no partial file behind)."""
     path = Path(path)
-    metadata = {CONFIG_METADATA_KEY: model.config.to_json()}
-    if model_name:
-        metadata[NAME_METADATA_KEY] = model_name
-    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_path = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
     try:
-        save_file(tensors, temp_path, metadata=metadata)
+        os.chmod(temp_path, 0o666 & ~_umask())  # mkstemp makes it 0600; a plain open() would not
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
         os.replace(temp_path, path)
     except BaseException:
         if os.path.exists(temp_path):
             os.unlink(temp_path)
         raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: Path):
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_model(model: FractalGen, path, model_name: str | None = None):
+    """Writes the weights as safetensors with the config in the metadata, atomically."""
+    metadata = {CONFIG_METADATA_KEY: model.config.to_json()}
+    if model_name:
+        metadata[NAME_METADATA_KEY] = model_name
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    write_atomically(path, lambda stream: stream.write(save(tensors, metadata=metadata)))
 
 
 def read_safetensors(path, device="cpu") -> tuple[dict, dict]:

@@ -109,7 +109,7 @@ def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("fractal_ext.checkpoint.save_file", crash)
+    monkeypatch.setattr("fractal_ext.checkpoint.save", crash)
     with pytest.raises(OSError, match="disk full"):
         save_model(model, path)
     assert path.read_bytes() == before

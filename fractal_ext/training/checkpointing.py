@@ -4,15 +4,13 @@ official code and by `fractal_ext.checkpoint.load_official_checkpoint` (only ten
 argparse.Namespace inside), and the weights as `checkpoint-last.safetensors` (config in the
 metadata). Every file is written beside its target, synced, then renamed over it: a crash while
 writing leaves the previous checkpoint intact."""
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from fractal_ext.checkpoint import CheckpointError, load_official_checkpoint, save_model
+from fractal_ext.checkpoint import CheckpointError, load_official_checkpoint, save_model, write_atomically
 
 CHECKPOINT_NAME = "checkpoint-last.pth"
 # What an enabled GradScaler saves before its first step. fp32 / bf16 runs store this instead of
@@ -23,42 +21,8 @@ WEIGHTS_NAME = "checkpoint-last.safetensors"
 
 
 def atomic_torch_save(obj, path) -> Path:
-    """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_path = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(temp_path, 0o666 & ~_umask())  # mkstemp makes it 0600; a plain open() would not
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(obj, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.unlink(temp_path)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(folder: Path):
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """torch.save, atomically (fractal_ext.checkpoint.write_atomically)."""
+    return write_atomically(path, lambda stream: torch.save(obj, stream))
 
 
 # ----------------------------------------------------------------------------- RNG states
