@@ -16,6 +16,9 @@ SMALL_CONFIGS = {
     ),
 }
 
+# The model this project trained and ships (README: how, and the evidence that it is real).
+SHIPPED_MODEL = Path(__file__).parent / "assets" / "fractalmar_fmnist32.safetensors"
+
 # Sampling settings of the shipped model (python/sample.py defaults).
 SMALL_SAMPLING = {
     "fractalmar_fmnist32": dict(num_iter_list=(16, 16), cfg=3.0, cfg_schedule="linear", temperature=1.0,

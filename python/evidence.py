@@ -22,19 +22,16 @@ import torch  # noqa: E402
 from fractal_ext.baselines import PixelHistogram  # noqa: E402
 from fractal_ext.checkpoint import load_model  # noqa: E402
 from fractal_ext.classifier import DEFAULT_CLASSIFIER, load_classifier  # noqa: E402
-from fractal_ext.configs import SMALL_SAMPLING  # noqa: E402
+from fractal_ext.configs import SHIPPED_MODEL, SMALL_SAMPLING  # noqa: E402
 from fractal_ext.data import FASHION_MNIST_CLASSES, FashionMNIST, iterate_batches, normalise  # noqa: E402
 from fractal_ext.evaluation import dataset_bits_per_dim  # noqa: E402
 from fractal_ext.generation import sample_labels, save_grid_png  # noqa: E402
-
-SHIPPED_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fractal_ext", "assets",
-                             "fractalmar_fmnist32.safetensors")
 
 
 def main(argv=None):
     sampling = SMALL_SAMPLING["fractalmar_fmnist32"]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_path", default=SHIPPED_MODEL)
+    parser.add_argument("--model_path", default=str(SHIPPED_MODEL))
     parser.add_argument("--classifier_path", default=str(DEFAULT_CLASSIFIER))
     parser.add_argument("--num_test", type=int, default=1000, help="test images for the model's bits/dim (first N)")
     parser.add_argument("--num_passes", type=int, default=None, help="default 10 for MAR models (official)")

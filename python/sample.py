@@ -13,17 +13,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from fractal_ext.checkpoint import load_model  # noqa: E402
-from fractal_ext.configs import SMALL_SAMPLING  # noqa: E402
+from fractal_ext.configs import SHIPPED_MODEL, SMALL_SAMPLING  # noqa: E402
 from fractal_ext.generation import sample_labels, save_grid_png  # noqa: E402
-
-SHIPPED_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fractal_ext", "assets",
-                             "fractalmar_fmnist32.safetensors")
 
 
 def main(argv=None):
     defaults = SMALL_SAMPLING["fractalmar_fmnist32"]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_path", default=SHIPPED_MODEL, help="safetensors file with its config")
+    parser.add_argument("--model_path", default=str(SHIPPED_MODEL), help="safetensors file with its config")
     parser.add_argument("--classes", default=None, help="comma-separated class ids (default: all)")
     parser.add_argument("--per_class", type=int, default=10)
     parser.add_argument("--num_iter_list", default=",".join(map(str, defaults["num_iter_list"])))

@@ -1,15 +1,12 @@
 """Distribution-level check on the shipped (trained) model: many fast-path samples have the
 pixel statistics of the eager path's samples, and a mis-tempered sampler fails the same check."""
-from pathlib import Path
-
 import pytest
 import torch
 
 from fractal_ext.checkpoint import load_model
-from fractal_ext.configs import SMALL_SAMPLING
+from fractal_ext.configs import SHIPPED_MODEL as SHIPPED, SMALL_SAMPLING
 from fractal_ext.sampler import generate
 
-SHIPPED = Path(__file__).resolve().parents[1] / "fractal_ext" / "assets" / "fractalmar_fmnist32.safetensors"
 BINS = 16
 
 

@@ -1,5 +1,6 @@
 // CUDA entry point of cfg_filter_sample: checks, Philox state from the CUDA generator, launch of
 // the warp-per-row kernel of csrc/kernels/cfg_filter_sample_warp.cuh.
+#include "cuda/cuda_type.cuh"
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <ATen/cuda/PhiloxUtils.cuh>
@@ -18,19 +19,6 @@ namespace {
 constexpr int kWarpsPerBlock = 4;
 // Philox words reserved per row and call: one draw of 4 words at subsequence = row.
 constexpr uint64_t kPhiloxIncrement = 4;
-
-template <typename T>
-struct CudaScalar {
-  using type = T;
-};
-template <>
-struct CudaScalar<at::Half> {
-  using type = __half;
-};
-template <>
-struct CudaScalar<at::BFloat16> {
-  using type = __nv_bfloat16;
-};
 
 template <typename T, bool kOneChunk>
 __global__ void __launch_bounds__(kWarpsPerBlock * sampling::kWarpSize)
@@ -75,7 +63,7 @@ std::tuple<at::Tensor, at::Tensor> cfg_filter_sample_cuda(const at::Tensor& logi
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const bool one_chunk = p.vocab <= sampling::kChunkSpan;
   FRACTAL_DISPATCH_LOGITS(logits.scalar_type(), "cfg_filter_sample_cuda", [&] {
-    using T = typename CudaScalar<scalar_t>::type;
+    using T = typename CudaType<scalar_t>::type;
     if (one_chunk) {
       cfg_filter_sample_kernel<T, true><<<grid, block, 0, stream>>>(p, philox);
     } else {

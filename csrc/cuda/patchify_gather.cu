@@ -2,6 +2,7 @@
 // checks, device guard, choice of vector width, launch on the current stream. The kernels are in
 // csrc/kernels/patchify_gather.cuh. Index ranges are checked inside the kernels (device assert,
 // no host synchronisation); see that header.
+#include "cuda/cuda_type.cuh"
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -175,20 +176,6 @@ at::Tensor gather_neighbour_conditions_cuda(const at::Tensor& conditions, const 
   });
   return out;
 }
-
-// The CUDA counterpart of an ATen scalar type.
-template <typename T>
-struct CudaType {
-  using type = T;
-};
-template <>
-struct CudaType<at::Half> {
-  using type = __half;
-};
-template <>
-struct CudaType<at::BFloat16> {
-  using type = __nv_bfloat16;
-};
 
 at::Tensor gather_neighbour_conditions_backward_cuda(const at::Tensor& grad, const at::Tensor& batch_index,
                                                      const at::Tensor& token_index, int64_t batch_size,
