@@ -94,9 +94,10 @@ def plan():
         cuda_arch_list=archs,
         sources=cpu_sources + _sources("csrc/cuda/*.cu"),
         system_include_dirs=cuda_library_include_dirs(cuda_home),
-        # The arch list travels as one preprocessor token list ("8.0,9.0"): no quotes or
-        # semicolons to survive shells; registration.cpp stringifies it for fractal_ext._C.
-        defines=["FRACTAL_EXT_WITH_CUDA", "FRACTAL_EXT_CUDA_ARCHS=" + archs.replace(";", ",")],
+        # The arch list travels as one preprocessor token list joined by underscores ("8.0_9.0"):
+        # no quotes or semicolons to survive shells, and no commas, which nvcc splits -D options
+        # at. registration.cpp stringifies it and puts the commas back for fractal_ext._C.
+        defines=["FRACTAL_EXT_WITH_CUDA", "FRACTAL_EXT_CUDA_ARCHS=" + archs.replace(";", "_")],
     )
 
 

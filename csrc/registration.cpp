@@ -5,11 +5,14 @@
 #include <torch/library.h>
 #include <torch/version.h>
 
+#include <algorithm>
+#include <string>
+
 #ifdef FRACTAL_EXT_WITH_CUDA
 #include <cuda_runtime_api.h>
 #endif
 
-// FRACTAL_EXT_CUDA_ARCHS comes from build_config.py as a comma-separated token list (8.0,9.0).
+// FRACTAL_EXT_CUDA_ARCHS comes from build_config.py as an underscore-joined token list (8.0_9.0).
 #define FRACTAL_EXT_STRINGIFY_ARGS(...) #__VA_ARGS__
 #define FRACTAL_EXT_STRINGIFY(...) FRACTAL_EXT_STRINGIFY_ARGS(__VA_ARGS__)
 
@@ -27,7 +30,9 @@ PyObject* PyInit__C(void) {
   const bool with_cuda = true;
   const long cuda_version = CUDART_VERSION;
 #ifdef FRACTAL_EXT_CUDA_ARCHS
-  const char* cuda_archs = FRACTAL_EXT_STRINGIFY(FRACTAL_EXT_CUDA_ARCHS);
+  std::string arch_list = FRACTAL_EXT_STRINGIFY(FRACTAL_EXT_CUDA_ARCHS);
+  std::replace(arch_list.begin(), arch_list.end(), '_', ',');
+  const char* cuda_archs = arch_list.c_str();
 #else
   const char* cuda_archs = "unknown";
 #endif
@@ -79,4 +84,23 @@ TORCH_LIBRARY(fractal_ext, m) {
   // float32. CPU only: it streams each weight row once for all rows of x; on CUDA, cuBLAS's GEMV
   // already does, and callers use torch's linear there.
   m.def("small_batch_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
+  // One decoding step of a whole block for x [R, D] float32 (R rows at one new position), CPU
+  // only: at batch 1 the fixed cost of the ~35 torch ops a block step takes rivals streaming its
+  // weights; on CUDA, callers compose the step from kv_cache_attention and cuBLAS. The caches
+  // [R, H, S_max, D/H] and cache_seqlens behave as in kv_cache_attention (updated in place, not
+  // advanced). -> the block's output [R, D].
+  // LLaMA block (AR levels): h = x + wo . attn(rope(wqkv . rms(x))); h + w2 . (silu(w1 . rms(h)) * w3 . rms(h)),
+  // rms(x) = x * rsqrt(mean(x^2) + norm_eps) * norm weight; rope [D/H/2, 2] holds (cos, sin) of
+  // this position for each consecutive pair of a head's q and k.
+  m.def(
+      "llama_block_step(Tensor x, Tensor attention_norm_weight, Tensor wqkv, Tensor wo, Tensor ffn_norm_weight, "
+      "Tensor w1, Tensor w2, Tensor w3, Tensor rope, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor cache_seqlens, "
+      "float norm_eps, float scale) -> Tensor");
+  // Causal ViT block (pixel heads): h = x + proj(attn(qkv(layer_norm1(x)))); h + fc2(gelu(fc1(layer_norm2(h)))),
+  // exact (erf) GELU, every linear with its bias.
+  m.def(
+      "vit_block_step(Tensor x, Tensor norm1_weight, Tensor norm1_bias, Tensor qkv_weight, Tensor qkv_bias, "
+      "Tensor proj_weight, Tensor proj_bias, Tensor norm2_weight, Tensor norm2_bias, Tensor fc1_weight, "
+      "Tensor fc1_bias, Tensor fc2_weight, Tensor fc2_bias, Tensor(a!) k_cache, Tensor(b!) v_cache, "
+      "Tensor cache_seqlens, float norm_eps, float scale) -> Tensor");
 }

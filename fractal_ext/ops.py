@@ -21,6 +21,8 @@ if EXTENSION_AVAILABLE:
     kv_cache_attention = _ops.kv_cache_attention.default
     cfg_filter_sample = _ops.cfg_filter_sample.default
     small_batch_linear = _ops.small_batch_linear.default
+    llama_block_step = _ops.llama_block_step.default
+    vit_block_step = _ops.vit_block_step.default
 else:
     patchify = reference.patchify
     unpatchify = reference.unpatchify
@@ -29,6 +31,8 @@ else:
     kv_cache_attention = reference.kv_cache_attention
     cfg_filter_sample = reference.cfg_filter_sample
     small_batch_linear = reference.small_batch_linear
+    llama_block_step = reference.llama_block_step
+    vit_block_step = reference.vit_block_step
 
 OP_NAMES = (
     "patchify",
@@ -38,6 +42,8 @@ OP_NAMES = (
     "kv_cache_attention",
     "cfg_filter_sample",
     "small_batch_linear",
+    "llama_block_step",
+    "vit_block_step",
 )
 
 # Ops without a native CUDA kernel in this build (a CPU-only build of the extension, or an op
@@ -131,3 +137,12 @@ if EXTENSION_AVAILABLE:
     @torch.library.register_fake("fractal_ext::small_batch_linear")
     def _small_batch_linear_fake(x, weight, bias):
         return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+    # ---- one decoding step of a whole block (CPU kernels) ----------------------------------
+    @torch.library.register_fake("fractal_ext::llama_block_step")
+    def _llama_block_step_fake(x, *weights_caches_and_settings):
+        return torch.empty_like(x)
+
+    @torch.library.register_fake("fractal_ext::vit_block_step")
+    def _vit_block_step_fake(x, *weights_caches_and_settings):
+        return torch.empty_like(x)

@@ -138,3 +138,45 @@ def cfg_filter_sample(logits, cfg, temperature, filter_threshold, channel, greed
 
 def small_batch_linear(x, weight, bias=None):
     return F.linear(x, weight, bias)
+
+
+def rms_norm(x, weight, eps):
+    """The AR levels' RMSNorm: statistics in fp32, rounded back to x's dtype, then the weight."""
+    x32 = x.float()
+    return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * weight
+
+
+def rotate_pairs(x, rope):
+    """x [..., head_dim] with consecutive pairs rotated by rope [head_dim/2, 2] (cos, sin), in fp32."""
+    pairs = x.float().unflatten(-1, (-1, 2))
+    cos, sin = rope[:, 0], rope[:, 1]
+    first, second = pairs[..., 0], pairs[..., 1]
+    return torch.stack([first * cos - second * sin, second * cos + first * sin], dim=-1).flatten(-2).to(x.dtype)
+
+
+def llama_block_step(x, attention_norm_weight, wqkv, wo, ffn_norm_weight, w1, w2, w3, rope, k_cache, v_cache,
+                     cache_seqlens, norm_eps, scale, *, attention=kv_cache_attention):
+    """One decoding step of a LLaMA block, x [R, D] -> [R, D]; `attention` is the KV-cache
+    attention to use (the fused operator when this composes the step on CUDA or under autocast)."""
+    rows, dim = x.shape
+    heads, head_dim = k_cache.shape[1], k_cache.shape[3]
+    qkv = F.linear(rms_norm(x, attention_norm_weight, norm_eps), wqkv).view(rows, 1, 3, heads, head_dim)
+    q, k = rotate_pairs(qkv[:, :, :2], rope).unbind(2)
+    attended = attention(q, k, qkv[:, :, 2], k_cache, v_cache, cache_seqlens, scale)
+    x = x + F.linear(attended.reshape(rows, dim), wo)
+    h = rms_norm(x, ffn_norm_weight, norm_eps)
+    return x + F.linear(F.silu(F.linear(h, w1)) * F.linear(h, w3), w2)
+
+
+def vit_block_step(x, norm1_weight, norm1_bias, qkv_weight, qkv_bias, proj_weight, proj_bias, norm2_weight,
+                   norm2_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, k_cache, v_cache, cache_seqlens, norm_eps,
+                   scale, *, attention=kv_cache_attention):
+    """One decoding step of a causal ViT block (pixel heads), x [R, D] -> [R, D]."""
+    rows, dim = x.shape
+    heads, head_dim = k_cache.shape[1], k_cache.shape[3]
+    normed = F.layer_norm(x, (dim,), norm1_weight, norm1_bias, norm_eps)
+    q, k, v = F.linear(normed, qkv_weight, qkv_bias).view(rows, 1, 3, heads, head_dim).unbind(2)
+    attended = attention(q, k, v, k_cache, v_cache, cache_seqlens, scale)
+    x = x + F.linear(attended.reshape(rows, dim), proj_weight, proj_bias)
+    hidden = F.gelu(F.linear(F.layer_norm(x, (dim,), norm2_weight, norm2_bias, norm_eps), fc1_weight, fc1_bias))
+    return x + F.linear(hidden, fc2_weight, fc2_bias)

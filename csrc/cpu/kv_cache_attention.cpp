@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "checks.h"
+#include "cpu/kv_cache_attention.h"
 #include "cpu/vectorizable_math.h"
 #include "kernels/kv_cache_attention_params.h"
 

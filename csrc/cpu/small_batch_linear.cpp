@@ -9,6 +9,7 @@
 #include <torch/library.h>
 
 #include "checks.h"
+#include "cpu/small_batch_linear.h"
 #include "cpu/vectorizable_math.h"
 
 namespace fractal_ext {
@@ -110,23 +111,26 @@ at::Tensor small_batch_linear_cpu(const at::Tensor& x, const at::Tensor& weight,
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
   out_shape.back() = out_features;
   at::Tensor y = at::empty({rows.size(0), out_features}, x.options());
-  const float* x_data = rows.data_ptr<float>();
-  const float* w_data = weight.data_ptr<float>();
-  float* y_data = y.data_ptr<float>();
-  // Enough columns per task that each one streams a few hundred KB of weights.
-  const int64_t grain = std::max<int64_t>(1, (64 * 1024) / std::max<int64_t>(in_features, 1));
-  for (int64_t first = 0; first < rows.size(0); first += kMaxRowsPerPass) {
-    const int64_t count = std::min(kMaxRowsPerPass, rows.size(0) - first);
-    const RowsKernel kernel = kernels_for_this_cpu()[count - 1];
-    at::parallel_for(0, out_features, grain, [&](int64_t begin, int64_t end) {
-      kernel(x_data + first * in_features, in_features, w_data, bias_data, y_data + first * out_features,
-             out_features, in_features, begin, end);
-    });
-  }
+  small_batch_linear_rows(rows.data_ptr<float>(), rows.size(0), in_features, weight.data_ptr<float>(), bias_data,
+                          y.data_ptr<float>(), out_features);
   return y.view(out_shape);
 }
 
 }  // namespace
+
+void small_batch_linear_rows(const float* x, int64_t rows, int64_t in_features, const float* weight,
+                             const float* bias, float* y, int64_t out_features) {
+  // Enough columns per task that each one streams a few hundred KB of weights.
+  const int64_t grain = std::max<int64_t>(1, (64 * 1024) / std::max<int64_t>(in_features, 1));
+  for (int64_t first = 0; first < rows; first += kMaxRowsPerPass) {
+    const int64_t count = std::min(kMaxRowsPerPass, rows - first);
+    const RowsKernel kernel = kernels_for_this_cpu()[count - 1];
+    at::parallel_for(0, out_features, grain, [&](int64_t begin, int64_t end) {
+      kernel(x + first * in_features, in_features, weight, bias, y + first * out_features, out_features,
+             in_features, begin, end);
+    });
+  }
+}
 
 TORCH_LIBRARY_IMPL(fractal_ext, CPU, m) { m.impl("small_batch_linear", &small_batch_linear_cpu); }
 

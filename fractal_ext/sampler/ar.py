@@ -7,7 +7,7 @@ import torch
 from fractal_ext import ops
 from fractal_ext.models.ar import AR
 from fractal_ext.models.schedules import ar_cfg_schedule
-from fractal_ext.sampler.decode import layer_norm, llama_block_decode, matmul_dtype, rope_rotation
+from fractal_ext.sampler.decode import layer_norm, llama_block_decode, matmul_dtype
 from fractal_ext.sampler.options import SamplingRun
 from fractal_ext.sampler.workspace import Workspace
 
@@ -19,7 +19,6 @@ class FastAR:
         self.level = level
         self.workspace = workspace
         self.scale = 1.0 / math.sqrt(generator.head_dim)
-        self._rotations = None
 
     def sample(self, conds: torch.Tensor, cfg: float, cfg_schedule: str, run: SamplingRun) -> torch.Tensor:
         """conds [K, R, C] (AR uses the first) -> images [n, 3, H, W] of this level."""
@@ -46,22 +45,12 @@ class FastAR:
         """token [R, D] at sequence `position` -> its output [R, D], caches extended by one."""
         gen = self.gen
         rows = token.shape[0]
-        rotation = (self.rotations[0][position], self.rotations[1][position])
+        rope = gen.rope_table[position]
         positions = self.workspace.positions(position, rows, token.device)
         x = token
         for index, block in enumerate(gen.blocks):
             k_cache, v_cache = self.workspace.kv_cache(
                 ("ar", self.level, index), rows, gen.num_heads, gen.seq_len, gen.head_dim, matmul_dtype(x), x.device
             )
-            x = llama_block_decode(x, block, rotation, k_cache, v_cache, positions, gen.num_heads, gen.head_dim,
-                                   self.scale)
+            x = llama_block_decode(x, block, rope, k_cache, v_cache, positions, self.scale)
         return layer_norm(x, gen.norm)
-
-    @property
-    def rotations(self):
-        """(cos, sin) [L, head_dim] of every position, computed once."""
-        table = self.gen.rope_table
-        if self._rotations is None or self._rotations[0].device != table.device:
-            pairs = [rope_rotation(table, position) for position in range(self.gen.seq_len)]
-            self._rotations = tuple(torch.stack(parts) for parts in zip(*pairs))
-        return self._rotations

@@ -1,26 +1,23 @@
-"""One-token decoding through the blocks of a level, with the KV-cache attention operator.
+"""One-token decoding through the blocks of a level, against KV caches.
 
 At batch 1 a sampling run makes tens of thousands of these calls on tiny tensors, so per-op
-overhead is what costs: activations stay 2-D [rows, dim] (linear layers map to one addmm),
-weights are read straight from the modules (no module call machinery), the rotary embedding
-of one position is a precomputed (cos, sin) pair applied to q and k together, and on the CPU the
-linear layers run the weight-streaming `small_batch_linear` kernel.
+overhead is what costs. On the CPU in fp32 with a few rows, a whole block step is one operator
+(`llama_block_step` / `vit_block_step`: weight-streaming GEMVs, the KV-cache attention and plain
+loops for the rest). Elsewhere (CUDA, autocast, larger batches) the step is composed from torch's
+linear layers and the KV-cache attention operator, with the same arithmetic as the modules.
+Weights are read straight from the modules (no module call machinery).
 """
 import torch
-import torch.nn.functional as F
 
-from fractal_ext import ops
+from fractal_ext import ops, reference
 
 
-# Up to this many rows the weight-streaming kernel beats BLAS on the CPU (measured: 2 rows 1.6-2.4x).
+# Up to this many rows the weight-streaming GEMVs of the block-step kernels beat BLAS on the CPU.
 SMALL_BATCH_ROWS = 4
 
 
-def linear(x, weight, bias=None):
-    """x [R, K] -> [R, N]: the weight-streaming kernel for a few fp32 rows on the CPU, else torch."""
-    if x.is_cpu and x.dtype == torch.float32 and x.shape[0] <= SMALL_BATCH_ROWS and not torch.is_autocast_enabled("cpu"):
-        return ops.small_batch_linear(x, weight, bias)
-    return F.linear(x, weight, bias)
+def runs_block_step_kernel(x) -> bool:
+    return x.is_cpu and x.dtype == torch.float32 and x.shape[0] <= SMALL_BATCH_ROWS and not torch.is_autocast_enabled("cpu")
 
 
 def matmul_dtype(x):
@@ -33,49 +30,24 @@ def layer_norm(x, norm):
     return torch.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
 
-def rms_norm(x, norm):
-    # fp32 statistics, as the module computes them.
-    x32 = x.float()
-    return (x32 * torch.rsqrt(x32.square().mean(-1, keepdim=True) + norm.eps)).to(x.dtype) * norm.weight
+def llama_block_decode(x, block, rope, k_cache, v_cache, positions, scale):
+    """x [R, D] at one position (rope [head_dim/2, 2]: its cos, sin) -> [R, D]; the block's
+    caches get this position's k, v."""
+    attention, ffn = block.attention, block.feed_forward
+    args = (x, block.attention_norm.weight, attention.wqkv.weight, attention.wo.weight, block.ffn_norm.weight,
+            ffn.w1.weight, ffn.w2.weight, ffn.w3.weight, rope, k_cache, v_cache, positions, block.attention_norm.eps,
+            scale)
+    if runs_block_step_kernel(x):
+        return ops.llama_block_step(*args)
+    return reference.llama_block_step(*args, attention=ops.kv_cache_attention)
 
 
-def rope_rotation(rope_table: torch.Tensor, position: int):
-    """(cos, sin) [head_dim] of one position for rotating interleaved pairs:
-    rotated = x * cos + swap_pairs(x) * sin, with sin carrying the sign of each pair's first lane."""
-    cos, sin = rope_table[position].unbind(-1)  # [head_dim / 2] each
-    cos = cos.repeat_interleave(2)
-    sin = torch.stack([-sin, sin], dim=-1).flatten()
-    return cos, sin
-
-
-def rotate(x, cos, sin):
-    """x [..., head_dim] rotated pairwise in fp32 (the module's apply_rope, in fewer ops)."""
-    x32 = x.float()
-    swapped = x32.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
-    return (x32 * cos + swapped * sin).to(x.dtype)
-
-
-def llama_block_decode(x, block, rotation, k_cache, v_cache, positions, heads, head_dim, scale):
-    """x [R, D] (one position) -> [R, D]; the block's caches get this position's k, v."""
-    rows = x.shape[0]
-    attention = block.attention
-    qkv = linear(rms_norm(x, block.attention_norm), attention.wqkv.weight).view(rows, 1, 3, heads, head_dim)
-    qk = rotate(qkv[:, :, :2], *rotation)
-    attended = ops.kv_cache_attention(qk[:, :, 0], qk[:, :, 1], qkv[:, :, 2], k_cache, v_cache, positions, scale)
-    x = x + linear(attended.view(rows, -1), attention.wo.weight)
-    h = rms_norm(x, block.ffn_norm)
-    ffn = block.feed_forward
-    return x + linear(F.silu(linear(h, ffn.w1.weight)) * linear(h, ffn.w3.weight), ffn.w2.weight)
-
-
-def vit_block_decode(x, block, k_cache, v_cache, positions, heads, head_dim):
-    """Causal ViT block (pixel heads), x [R, W] (one position) -> [R, W]."""
-    rows = x.shape[0]
-    attn = block.attn
-    qkv = linear(layer_norm(x, block.norm1), attn.qkv.weight, attn.qkv.bias).view(rows, 1, 3, heads, head_dim)
-    attended = ops.kv_cache_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], k_cache, v_cache, positions,
-                                      attn.scale)
-    x = x + linear(attended.view(rows, -1), attn.proj.weight, attn.proj.bias)
-    mlp = block.mlp
-    hidden = F.gelu(linear(layer_norm(x, block.norm2), mlp.fc1.weight, mlp.fc1.bias))
-    return x + linear(hidden, mlp.fc2.weight, mlp.fc2.bias)
+def vit_block_decode(x, block, k_cache, v_cache, positions):
+    """Causal ViT block (pixel heads), x [R, W] at one position -> [R, W]."""
+    attn, mlp = block.attn, block.mlp
+    args = (x, block.norm1.weight, block.norm1.bias, attn.qkv.weight, attn.qkv.bias, attn.proj.weight, attn.proj.bias,
+            block.norm2.weight, block.norm2.bias, mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias,
+            k_cache, v_cache, positions, block.norm1.eps, attn.scale)
+    if runs_block_step_kernel(x):
+        return ops.vit_block_step(*args)
+    return reference.vit_block_step(*args, attention=ops.kv_cache_attention)

@@ -33,7 +33,7 @@ class FastPixelHead:
             for index, block in enumerate(head.blocks):
                 k_cache, v_cache = self.workspace.kv_cache(("pixel_head", id(self), index), rows, self.num_heads,
                                                            NUM_CHANNELS, self.head_dim, matmul_dtype(x), x.device)
-                x = vit_block_decode(x, block, k_cache, v_cache, positions, self.num_heads, self.head_dim)
+                x = vit_block_decode(x, block, k_cache, v_cache, positions)
             codebook, mlm = head.codebooks[channel], head.mlms[channel]
             with torch.autocast(device_type=cond.device.type, enabled=False):
                 logits = torch.addmm(mlm.bias.float(), layer_norm(x, head.norm).float(), codebook.weight.float().t())
