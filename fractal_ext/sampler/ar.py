@@ -7,7 +7,7 @@ import torch
 from fractal_ext import ops
 from fractal_ext.models.ar import AR
 from fractal_ext.models.schedules import ar_cfg_schedule
-from fractal_ext.sampler.decode import layer_norm, llama_block_decode, matmul_dtype
+from fractal_ext.sampler.decode import layer_norm, llama_block_decode, llama_block_weights, matmul_dtype
 from fractal_ext.sampler.options import SamplingRun
 from fractal_ext.sampler.workspace import Workspace
 
@@ -29,8 +29,14 @@ class FastAR:
         patches = torch.zeros(n, gen.seq_len, 3 * gen.patch_size**2, device=cond.device, dtype=cond.dtype)
         pos = gen.pos_embed_learned[0]
         token = layer_norm(gen.cond_emb(cond) + pos[0], gen.patch_emb_ln)  # position 0: the condition
+        blocks = [llama_block_weights(block) for block in gen.blocks]
+        caches = [
+            self.workspace.kv_cache(("ar", self.level, index), rows, gen.num_heads, gen.seq_len, gen.head_dim,
+                                    matmul_dtype(token), token.device)
+            for index in range(len(blocks))
+        ]
         for step, cfg_step in enumerate(ar_cfg_schedule(gen.seq_len, float(cfg), cfg_schedule)):
-            out = self._decode(token, step)
+            out = self._decode(token, step, blocks, caches)
             patch = self.next_level.sample(out.unsqueeze(0), cfg_step, "constant", run)
             patch = patch.reshape(n, -1)
             patches[:, step] = patch
@@ -41,16 +47,11 @@ class FastAR:
                 run.on_top_level_step()
         return ops.unpatchify(patches, gen.patch_size)
 
-    def _decode(self, token, position: int):
+    def _decode(self, token, position: int, blocks, caches):
         """token [R, D] at sequence `position` -> its output [R, D], caches extended by one."""
-        gen = self.gen
-        rows = token.shape[0]
-        rope = gen.rope_table[position]
-        positions = self.workspace.positions(position, rows, token.device)
+        rope = self.gen.rope_table[position]
+        positions = self.workspace.positions(position, token.shape[0], token.device)
         x = token
-        for index, block in enumerate(gen.blocks):
-            k_cache, v_cache = self.workspace.kv_cache(
-                ("ar", self.level, index), rows, gen.num_heads, gen.seq_len, gen.head_dim, matmul_dtype(x), x.device
-            )
-            x = llama_block_decode(x, block, rope, k_cache, v_cache, positions, self.scale)
-        return layer_norm(x, gen.norm)
+        for block_weights, block_caches in zip(blocks, caches):
+            x = llama_block_decode(x, block_weights, rope, block_caches, positions, self.scale)
+        return layer_norm(x, self.gen.norm)

@@ -30,24 +30,36 @@ def layer_norm(x, norm):
     return torch.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
 
-def llama_block_decode(x, block, rope, k_cache, v_cache, positions, scale):
+def llama_block_weights(block) -> tuple:
+    """The tensors and norm eps of a LLaMA block in llama_block_step's argument order (read once
+    per level call: module attribute lookups cost more than a small block step)."""
+    attention, ffn = block.attention, block.feed_forward
+    return (block.attention_norm.weight, attention.wqkv.weight, attention.wo.weight, block.ffn_norm.weight,
+            ffn.w1.weight, ffn.w2.weight, ffn.w3.weight), block.attention_norm.eps
+
+
+def vit_block_weights(block) -> tuple:
+    """The tensors and norm eps of a ViT block in vit_block_step's argument order."""
+    attn, mlp = block.attn, block.mlp
+    return (block.norm1.weight, block.norm1.bias, attn.qkv.weight, attn.qkv.bias, attn.proj.weight, attn.proj.bias,
+            block.norm2.weight, block.norm2.bias, mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight,
+            mlp.fc2.bias), block.norm1.eps
+
+
+def llama_block_decode(x, block_weights, rope, caches, positions, scale):
     """x [R, D] at one position (rope [head_dim/2, 2]: its cos, sin) -> [R, D]; the block's
     caches get this position's k, v."""
-    attention, ffn = block.attention, block.feed_forward
-    args = (x, block.attention_norm.weight, attention.wqkv.weight, attention.wo.weight, block.ffn_norm.weight,
-            ffn.w1.weight, ffn.w2.weight, ffn.w3.weight, rope, k_cache, v_cache, positions, block.attention_norm.eps,
-            scale)
+    weights, eps = block_weights
+    args = (x, *weights, rope, *caches, positions, eps, scale)
     if runs_block_step_kernel(x):
         return ops.llama_block_step(*args)
     return reference.llama_block_step(*args, attention=ops.kv_cache_attention)
 
 
-def vit_block_decode(x, block, k_cache, v_cache, positions):
+def vit_block_decode(x, block_weights, caches, positions, scale):
     """Causal ViT block (pixel heads), x [R, W] at one position -> [R, W]."""
-    attn, mlp = block.attn, block.mlp
-    args = (x, block.norm1.weight, block.norm1.bias, attn.qkv.weight, attn.qkv.bias, attn.proj.weight, attn.proj.bias,
-            block.norm2.weight, block.norm2.bias, mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias,
-            k_cache, v_cache, positions, block.norm1.eps, attn.scale)
+    weights, eps = block_weights
+    args = (x, *weights, *caches, positions, eps, scale)
     if runs_block_step_kernel(x):
         return ops.vit_block_step(*args)
     return reference.vit_block_step(*args, attention=ops.kv_cache_attention)

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from fractal_ext import ops
 from fractal_ext.models.pixel_head import NUM_CHANNELS, PixelLoss
-from fractal_ext.sampler.decode import layer_norm, matmul_dtype, vit_block_decode
+from fractal_ext.sampler.decode import layer_norm, matmul_dtype, vit_block_decode, vit_block_weights
 from fractal_ext.sampler.options import SamplingRun
 from fractal_ext.sampler.workspace import Workspace
 
@@ -27,13 +27,17 @@ class FastPixelHead:
         cfg_rows = torch.full((n,), float(cfg), device=cond.device) if run.guided else None
         pixels = torch.empty(n, NUM_CHANNELS, device=cond.device)
         token = F.linear(cond, head.cond_proj.weight, head.cond_proj.bias)
+        blocks = [(vit_block_weights(block), block.attn.scale) for block in head.blocks]
+        caches = [
+            self.workspace.kv_cache(("pixel_head", id(self), index), rows, self.num_heads, NUM_CHANNELS,
+                                    self.head_dim, matmul_dtype(token), token.device)
+            for index in range(len(blocks))
+        ]
         for channel in range(NUM_CHANNELS):
             x = layer_norm(token, head.ln)  # the token at sequence position `channel`
             positions = self.workspace.positions(channel, rows, cond.device)
-            for index, block in enumerate(head.blocks):
-                k_cache, v_cache = self.workspace.kv_cache(("pixel_head", id(self), index), rows, self.num_heads,
-                                                           NUM_CHANNELS, self.head_dim, matmul_dtype(x), x.device)
-                x = vit_block_decode(x, block, k_cache, v_cache, positions)
+            for (block_weights, scale), block_caches in zip(blocks, caches):
+                x = vit_block_decode(x, block_weights, block_caches, positions, scale)
             codebook, mlm = head.codebooks[channel], head.mlms[channel]
             with torch.autocast(device_type=cond.device.type, enabled=False):
                 logits = torch.addmm(mlm.bias.float(), layer_norm(x, head.norm).float(), codebook.weight.float().t())
