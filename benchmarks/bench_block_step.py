@@ -1,0 +1,78 @@
+"""llama_block_step / vit_block_step (one decoding step of a whole block, CPU) against the
+composite of torch ops it replaces (reference.*_block_step on torch's linear and the KV-cache
+attention operator), at the one-token decoding shapes of FractalAR-64 (2 rows: one image with
+its CFG twin), in one run. Blocks are cycled through a set larger than the last-level cache, as
+they are when a model is decoded.
+
+    python -m pytest benchmarks/bench_block_step.py -s
+"""
+import math
+import time
+
+import pytest
+import torch
+
+from fractal_ext import ops, reference
+from fractal_ext.models.layers import rope_2d_table, swiglu_hidden_dim
+
+pytestmark = pytest.mark.skipif(not ops.EXTENSION_AVAILABLE, reason="fractal_ext._C is not built")
+
+CACHE_BYTES = 128 * 2**20
+ROWS = 2
+# name: (kind, dim, heads, MLP hidden width, cache positions, position decoded)
+CASES = {
+    "FractalAR-64 level 0": ("llama", 1024, 16, swiglu_hidden_dim(1024), 257, 128),
+    "FractalAR-64 level 1": ("llama", 512, 8, swiglu_hidden_dim(512), 17, 8),
+    "FractalAR-64 pixel head": ("vit", 128, 4, 512, 3, 1),
+}
+
+
+def block_arguments(kind, dim, heads, hidden, max_len, position):
+    """The weights of one block and its caches, in the op's argument order (after x)."""
+    def matrix(rows, cols):
+        return torch.randn(rows, cols) / math.sqrt(cols)
+
+    def vector(n):
+        return torch.randn(n) * 0.1 + 1
+
+    head_dim = dim // heads
+    caches = (torch.randn(ROWS, heads, max_len, head_dim), torch.randn(ROWS, heads, max_len, head_dim))
+    lengths = torch.full((ROWS,), position, dtype=torch.int32)
+    if kind == "llama":
+        weights = (vector(dim), matrix(3 * dim, dim), matrix(dim, dim), vector(dim), matrix(hidden, dim),
+                   matrix(dim, hidden), matrix(hidden, dim))
+        rope = rope_2d_table(reference.grid_side(max_len - 1), head_dim)[position]
+        return (*weights, rope, *caches, lengths, 1e-5, head_dim**-0.5)
+    weights = (vector(dim), vector(dim), matrix(3 * dim, dim), vector(3 * dim), matrix(dim, dim), vector(dim),
+               vector(dim), vector(dim), matrix(hidden, dim), vector(hidden), matrix(dim, hidden), vector(dim))
+    return (*weights, *caches, lengths, 1e-6, head_dim**-0.5)
+
+
+def seconds_per_step(step, x, blocks, repeats=3):
+    for arguments in blocks:
+        step(x, *arguments)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for arguments in blocks:
+            step(x, *arguments)
+    return (time.perf_counter() - start) / (repeats * len(blocks))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_block_step_vs_composite(benchmark, case):
+    kind, dim, heads, hidden, max_len, position = CASES[case]
+    weight_bytes = 4 * (4 * dim * dim + (3 if kind == "llama" else 2) * dim * hidden)
+    blocks = [block_arguments(*CASES[case]) for _ in range(max(2, CACHE_BYTES // weight_bytes))]
+    x = torch.randn(ROWS, dim)
+    fused = ops.llama_block_step if kind == "llama" else ops.vit_block_step
+    composite = reference.llama_block_step if kind == "llama" else reference.vit_block_step
+
+    def composed(x, *arguments):
+        return composite(x, *arguments, attention=ops.kv_cache_attention)
+
+    ours = seconds_per_step(fused, x, blocks)
+    theirs = seconds_per_step(composed, x, blocks)
+    benchmark.extra_info.update(ours_s=ours, composite_s=theirs, ratio=theirs / ours)
+    benchmark.pedantic(lambda: fused(x, *blocks[0]), rounds=3, iterations=1)
+    print(f"\n{case}: ours {ours * 1e6:.0f} us ({weight_bytes / ours / 1e9:.1f} GB/s of weights), "
+          f"composite {theirs * 1e6:.0f} us, ratio: {theirs / ours:.2f}x")
