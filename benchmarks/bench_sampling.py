@@ -40,6 +40,9 @@ def measure(name, batch, device="cpu", eager=True, precision="fp32"):
     if device == "cuda":
         result["fast_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
     result["fast_images_per_s"] = batch / result["fast_s"]
+    if device == "cuda" and eager:  # what the CUDA graphs bring
+        result["fast_no_graphs_s"] = timed(lambda: case.run(model, settings, "fast", precision=precision,
+                                                            cuda_graphs=False))
     if eager:
         result["eager_s"] = timed(lambda: case.run(model, settings, "eager"))
         result["eager_images_per_s"] = batch / result["eager_s"]
@@ -49,6 +52,8 @@ def measure(name, batch, device="cpu", eager=True, precision="fp32"):
 
 def describe(result) -> str:
     line = f"{result['model']} batch {result['batch']} on {result['device']}: fast {result['fast_s']:.2f} s"
+    if "fast_no_graphs_s" in result:
+        line += f" (without CUDA graphs {result['fast_no_graphs_s']:.2f} s)"
     if "eager_s" in result:
         line += f", eager {result['eager_s']:.2f} s, ratio: {result['speedup']:.2f}x"
     return line + f" ({result['fast_images_per_s']:.3f} images/s)"
@@ -71,9 +76,11 @@ def machine() -> dict:
 
 
 def markdown(results, machine_info) -> str:
-    rows = ["| model | batch | precision | fast s | eager s | speed-up | images/s | peak GiB |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| model | batch | precision | fast s | fast s without graphs | eager s | speed-up | images/s | peak GiB |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        rows.append(f"| {r['model']} | {r['batch']} | {r['precision']} | {r['fast_s']:.2f} | {r.get('eager_s', float('nan')):.2f} "
+        rows.append(f"| {r['model']} | {r['batch']} | {r['precision']} | {r['fast_s']:.2f} "
+                    f"| {r.get('fast_no_graphs_s', float('nan')):.2f} | {r.get('eager_s', float('nan')):.2f} "
                     f"| {r.get('speedup', float('nan')):.2f}x | {r['fast_images_per_s']:.3f} | {r.get('fast_peak_gib', float('nan')):.2f} |")
     return f"Machine: {json.dumps(machine_info)}\n\n" + "\n".join(rows) + "\n"
 

@@ -35,14 +35,14 @@ class SamplingCase:
                 settings = PUBLISHED_SAMPLING[self.name]
         return model.eval(), dict(settings)
 
-    def run(self, model, settings, implementation, seed=0, precision="fp32"):
+    def run(self, model, settings, implementation, seed=0, precision="fp32", cuda_graphs=None):
         device = next(model.parameters()).device
         labels = torch.arange(self.batch, device=device) % model.num_classes
         cond_list = model.build_cond_list(labels, settings["cfg"])
         generator = torch.Generator(device=device).manual_seed(seed)
         return model.sample(cond_list, settings["num_iter_list"], settings["cfg"], settings["cfg_schedule"],
                             settings["temperature"], settings["filter_threshold"], generator=generator,
-                            implementation=implementation, precision=precision)
+                            implementation=implementation, precision=precision, cuda_graphs=cuda_graphs)
 
 
 def timed(fn) -> float:

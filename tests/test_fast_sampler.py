@@ -8,26 +8,29 @@ from fractal_ext.images import to_uint8
 from fractal_ext.models.sampling_controls import SamplingControls
 from fractal_ext.sampler import FastSampler, generate
 from fractal_ext.sampler.ar import FastAR
+from fractal_ext.sampler.graphs import StepGraphs
 from fractal_ext.sampler.options import SamplingRun
 from fractal_ext.sampler.pixel_head import FastPixelHead
 from fractal_ext.sampler.workspace import Workspace
 from reference_models import build_reference_model, pixel_head_of, reference_entry, reference_tensors
 
 
-def test_ar_decoding_matches_eager_teacher_forcing():
+@pytest.mark.parametrize("replayed", [False, True], ids=["plain", "replayed-steps"])
+def test_ar_decoding_matches_eager_teacher_forcing(replayed):
     data = reference_tensors("tiny_ar")
     generator = build_reference_model("tiny_ar").generator
     patches, cond = data["l0.patches"], data["l0.cond_in"]
     fast = FastAR(generator, next_level=None, level=0, workspace=Workspace())
+    run = SamplingRun((1,), 1.0, 0.0, SamplingControls(), guided=False, graphs=StepGraphs(enabled=replayed))
     pos = generator.pos_embed_learned[0]
     with torch.no_grad():
         expected = generator.predict(patches, [cond])[0]
         token = generator.patch_emb_ln(generator.cond_emb(cond) + pos[0])
+        blocks, caches = fast.blocks_and_caches(token)
         for step in range(generator.seq_len):
-            torch.testing.assert_close(fast._decode(token, step), expected[:, step], rtol=1e-5, atol=1e-5)
+            out = fast.decode(token, step, blocks, caches, run)
+            torch.testing.assert_close(out, expected[:, step], rtol=1e-5, atol=1e-5)
             token = generator.patch_emb_ln(generator.patch_emb(patches[:, step]) + pos[step + 1])
-
-
 
 
 @pytest.mark.parametrize("name", ["tiny_ar", "tiny_mar4_gp"])

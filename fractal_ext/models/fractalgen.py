@@ -98,20 +98,22 @@ class FractalGen(nn.Module):
     def sample(self, cond_list, num_iter_list, cfg, cfg_schedule, temperature, filter_threshold, fractal_level=0,
                visualize=False, *, generator: torch.Generator | None = None, greedy: bool = False,
                raster_order: bool = False, implementation: str = "fast", precision: str = "fp32",
-               controls: SamplingControls | None = None):
+               cuda_graphs: bool | None = None, controls: SamplingControls | None = None):
         """Official generation entry point: condition list -> normalised images [B, 3, H, W].
 
         Keyword-only extras: `generator` for every random choice, `greedy` (most likely token
         instead of a draw), `raster_order` (MAR order 0..L-1 instead of a random one), and
         `implementation`: "fast" (fused operators, fractal_ext.sampler) or "eager" (the plain
         PyTorch modules, the oracle the fast path is tested against); `precision` of the fast path:
-        "fp32" (what the eager path computes), "bf16" or "fp16" (autocast)."""
+        "fp32" (what the eager path computes), "bf16" or "fp16" (autocast); `cuda_graphs` of the
+        fast path: None (on for CUDA), True or False (see FastSampler.sample)."""
         if controls is None:
             controls = SamplingControls(generator, greedy, raster_order)
         if fractal_level == 0:
             if implementation == "fast":
                 return self.fast_sampler().sample(cond_list, num_iter_list, cfg, cfg_schedule, temperature,
-                                                  filter_threshold, controls, precision=precision)
+                                                  filter_threshold, controls, precision=precision,
+                                                  cuda_graphs=cuda_graphs)
             if implementation != "eager":
                 raise ValueError(f"implementation must be 'fast' or 'eager', got {implementation!r}")
             validate_sampling_args(self, cond_list, num_iter_list, cfg, cfg_schedule, temperature, filter_threshold)

@@ -8,6 +8,7 @@ from fractal_ext import ops
 from fractal_ext.models.ar import AR
 from fractal_ext.models.schedules import ar_cfg_schedule
 from fractal_ext.sampler.decode import layer_norm, llama_block_decode, llama_block_weights, matmul_dtype
+from fractal_ext.sampler.graphs import buffers_key
 from fractal_ext.sampler.options import SamplingRun
 from fractal_ext.sampler.workspace import Workspace
 
@@ -29,14 +30,9 @@ class FastAR:
         patches = torch.zeros(n, gen.seq_len, 3 * gen.patch_size**2, device=cond.device, dtype=cond.dtype)
         pos = gen.pos_embed_learned[0]
         token = layer_norm(gen.cond_emb(cond) + pos[0], gen.patch_emb_ln)  # position 0: the condition
-        blocks = [llama_block_weights(block) for block in gen.blocks]
-        caches = [
-            self.workspace.kv_cache(("ar", self.level, index), rows, gen.num_heads, gen.seq_len, gen.head_dim,
-                                    matmul_dtype(token), token.device)
-            for index in range(len(blocks))
-        ]
+        blocks, caches = self.blocks_and_caches(token)
         for step, cfg_step in enumerate(ar_cfg_schedule(gen.seq_len, float(cfg), cfg_schedule)):
-            out = self._decode(token, step, blocks, caches)
+            out = self.decode(token, step, blocks, caches, run)
             patch = self.next_level.sample(out.unsqueeze(0), cfg_step, "constant", run)
             patch = patch.reshape(n, -1)
             patches[:, step] = patch
@@ -47,11 +43,28 @@ class FastAR:
                 run.on_top_level_step()
         return ops.unpatchify(patches, gen.patch_size)
 
-    def _decode(self, token, position: int, blocks, caches):
+    def blocks_and_caches(self, token):
+        """The blocks' weights and KV caches for `token`'s rows, looked up once per call."""
+        gen = self.gen
+        blocks = [llama_block_weights(block) for block in gen.blocks]
+        caches = [
+            self.workspace.kv_cache(("ar", self.level, index), token.shape[0], gen.num_heads, gen.seq_len,
+                                    gen.head_dim, matmul_dtype(token), token.device)
+            for index in range(len(blocks))
+        ]
+        return blocks, caches
+
+    def decode(self, token, position: int, blocks, caches, run: SamplingRun):
         """token [R, D] at sequence `position` -> its output [R, D], caches extended by one."""
         rope = self.gen.rope_table[position]
         positions = self.workspace.positions(position, token.shape[0], token.device)
-        x = token
-        for block_weights, block_caches in zip(blocks, caches):
-            x = llama_block_decode(x, block_weights, rope, block_caches, positions, self.scale)
-        return layer_norm(x, self.gen.norm)
+
+        def through_blocks(token, rope, positions):
+            x = token
+            for block_weights, block_caches in zip(blocks, caches):
+                x = llama_block_decode(x, block_weights, rope, block_caches, positions, self.scale)
+            return layer_norm(x, self.gen.norm)
+
+        # Same shapes and the same cache buffers at every position: one graph per level and row count.
+        key = ("ar", self.level, token.shape[0], token.dtype, buffers_key(caches))
+        return run.graphs.run(key, through_blocks, token, rope, positions)

@@ -6,6 +6,7 @@ from fractal_ext.models.fractalgen import FractalGen, validate_sampling_args
 from fractal_ext.models.sampling_controls import SamplingControls
 from fractal_ext.sampler.ar import FastAR
 from fractal_ext.sampler.mar import FastMAR
+from fractal_ext.sampler.graphs import StepGraphs, use_graphs
 from fractal_ext.sampler.options import SamplingRun
 from fractal_ext.sampler.pixel_head import FastPixelHead
 from fractal_ext.sampler.workspace import Workspace
@@ -42,20 +43,27 @@ class FastSampler:
 
     @torch.no_grad()
     def sample(self, cond_list, num_iter_list, cfg, cfg_schedule, temperature, filter_threshold,
-               controls: SamplingControls | None = None, on_top_level_step=None, precision: str = "fp32") -> torch.Tensor:
+               controls: SamplingControls | None = None, on_top_level_step=None, precision: str = "fp32",
+               cuda_graphs: bool | None = None) -> torch.Tensor:
         """`precision`: "fp32" computes what the eager path computes; "bf16" / "fp16" run the
         matmuls under autocast (as the official code does on GPU), keeping the fp32 islands of the
-        modules (RMSNorm, MAR attention logits, output logits, sampling)."""
+        modules (RMSNorm, MAR attention logits, output logits, sampling). `cuda_graphs`: replay
+        the AR levels' token steps, the MAR levels' passes and the pixel heads' channel steps as
+        CUDA graphs (None: on for CUDA; True on the CPU runs the same static-buffer steps without
+        graphs, for tests)."""
         validate_sampling_args(self.model, cond_list, num_iter_list, cfg, cfg_schedule, temperature, filter_threshold)
         if precision not in AUTOCAST_DTYPES:
             raise ValueError(f"precision must be one of {sorted(AUTOCAST_DTYPES)}, got {precision!r}")
+        conds = torch.stack(list(cond_list[: self.model.config.num_conds]))
+        graphs = StepGraphs(enabled=use_graphs(cuda_graphs, conds.device))
         run = SamplingRun(
             num_iter_list=tuple(int(n) for n in num_iter_list), temperature=float(temperature),
             filter_threshold=float(filter_threshold), controls=controls or SamplingControls(),
-            guided=float(cfg) != 1.0, on_top_level_step=on_top_level_step,
+            guided=float(cfg) != 1.0, on_top_level_step=on_top_level_step, graphs=graphs,
         )
-        conds = torch.stack(list(cond_list[: self.model.config.num_conds]))
         dtype = AUTOCAST_DTYPES[precision]
-        with torch.autocast(device_type=conds.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        # A recorded step must cast the weights itself: autocast's cache of casts outlives no graph.
+        with torch.autocast(device_type=conds.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None,
+                            cache_enabled=not graphs.enabled):
             images = self.top_level.sample(conds, float(cfg), cfg_schedule, run)
         return images.float()

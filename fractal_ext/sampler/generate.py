@@ -25,14 +25,15 @@ def default_sampling_settings(model: FractalGen) -> dict:
 @torch.no_grad()
 def generate(model: FractalGen, labels, *, batch_size: int = 16, output: str = "uint8",
              generator: torch.Generator | None = None, greedy: bool = False, raster_order: bool = False,
-             implementation: str = "fast", precision: str = "fp32", progress: bool = False,
-             **settings) -> torch.Tensor:
+             implementation: str = "fast", precision: str = "fp32", cuda_graphs: bool | None = None,
+             progress: bool = False, **settings) -> torch.Tensor:
     """Class labels -> images, in chunks of `batch_size` labels (CFG doubles each chunk's rows).
 
     `settings` override the model's defaults (`num_iter_list`, `cfg`, `cfg_schedule`,
     `temperature`, `filter_threshold`). `output`: "uint8" -> [B, H, W, 3] uint8, "normalised" ->
     [B, 3, H, W] float as `model.sample` returns. `progress` shows a bar over the level-0 steps.
-    `precision` ("fp32", "bf16", "fp16") applies to the fast path; "auto" is bf16 on CUDA, else fp32."""
+    `precision` ("fp32", "bf16", "fp16") applies to the fast path; "auto" is bf16 on CUDA, else fp32.
+    `cuda_graphs` (fast path): None replays fixed-shape steps as CUDA graphs on a GPU."""
     if precision == "auto":
         precision = "bf16" if next(model.parameters()).is_cuda else "fp32"
     if output not in ("uint8", "normalised"):
@@ -55,7 +56,7 @@ def generate(model: FractalGen, labels, *, batch_size: int = 16, output: str = "
             images.append(model.fast_sampler().sample(
                 cond_list, args["num_iter_list"], args["cfg"], args["cfg_schedule"], args["temperature"],
                 args["filter_threshold"], controls, on_top_level_step=bar.update if bar else None,
-                precision=precision))
+                precision=precision, cuda_graphs=cuda_graphs))
         else:
             images.append(model.sample(cond_list, args["num_iter_list"], args["cfg"], args["cfg_schedule"],
                                        args["temperature"], args["filter_threshold"], controls=controls,

@@ -45,9 +45,8 @@ class FastMAR:
             tokens = torch.where(masked, gen.mask_token.to(prefix.dtype), gen.patch_emb(patches)) + token_pos
             tokens = torch.cat([tokens, tokens]) if run.guided else tokens
             x = gen.patch_emb_ln(torch.cat([prefix, tokens], dim=1))
-            for block in gen.blocks:
-                x = block(x)
-            middle = gen.norm(x[:, prefix.shape[1] :])
+            # Every step of a call has the same shapes: one replayed pass per level and row count.
+            middle = run.graphs.run(("mar", self.level, x.shape, x.dtype), self._bidirectional_pass, x)
             # The order's first tokens stay masked; the ones after them are generated now.
             keep_masked = still_masked - step.num_predicted
             positions = orders[:, keep_masked:still_masked].sort(dim=1).values
@@ -66,3 +65,10 @@ class FastMAR:
             if self.level == 0 and run.on_top_level_step:
                 run.on_top_level_step()
         return ops.unpatchify(patches, gen.patch_size)
+
+    def _bidirectional_pass(self, x):
+        """[R, P + L, D] (condition prefix, then tokens) -> the middle conditions [R, L, D]."""
+        prefix_len = x.shape[1] - self.gen.seq_len
+        for block in self.gen.blocks:
+            x = block(x)
+        return self.gen.norm(x[:, prefix_len:])

@@ -1,8 +1,9 @@
 """Settings shared by every level of one sampling run."""
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from fractal_ext.models.sampling_controls import SamplingControls
+from fractal_ext.sampler.graphs import StepGraphs
 
 
 @dataclass(frozen=True)
@@ -13,3 +14,4 @@ class SamplingRun:
     controls: SamplingControls
     guided: bool  # rows come in (conditional, unconditional) halves at every level
     on_top_level_step: Callable[[], None] | None = None  # progress callback of level 0
+    graphs: StepGraphs = field(default_factory=lambda: StepGraphs(enabled=False))  # replayed steps (CUDA graphs)

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from fractal_ext import ops
 from fractal_ext.models.pixel_head import NUM_CHANNELS, PixelLoss
 from fractal_ext.sampler.decode import layer_norm, matmul_dtype, vit_block_decode, vit_block_weights
+from fractal_ext.sampler.graphs import buffers_key
 from fractal_ext.sampler.options import SamplingRun
 from fractal_ext.sampler.workspace import Workspace
 
@@ -34,16 +35,23 @@ class FastPixelHead:
             for index in range(len(blocks))
         ]
         for channel in range(NUM_CHANNELS):
-            x = layer_norm(token, head.ln)  # the token at sequence position `channel`
             positions = self.workspace.positions(channel, rows, cond.device)
-            for (block_weights, scale), block_caches in zip(blocks, caches):
-                x = vit_block_decode(x, block_weights, block_caches, positions, scale)
-            codebook, mlm = head.codebooks[channel], head.mlms[channel]
-            with torch.autocast(device_type=cond.device.type, enabled=False):
-                logits = torch.addmm(mlm.bias.float(), layer_norm(x, head.norm).float(), codebook.weight.float().t())
+
+            def channel_logits(token, positions, channel=channel):
+                """The token at sequence position `channel` -> the logits of that channel [R, 256]."""
+                x = layer_norm(token, head.ln)
+                for (block_weights, scale), block_caches in zip(blocks, caches):
+                    x = vit_block_decode(x, block_weights, block_caches, positions, scale)
+                codebook, mlm = head.codebooks[channel], head.mlms[channel]
+                with torch.autocast(device_type=token.device.type, enabled=False):
+                    return torch.addmm(mlm.bias.float(), layer_norm(x, head.norm).float(), codebook.weight.float().t())
+
+            # The draw stays outside the replayed step (see fractal_ext.sampler.graphs).
+            key = ("pixel_head", id(self), channel, rows, token.dtype, buffers_key(caches))
+            logits = run.graphs.run(key, channel_logits, token, positions)
             ids, values = ops.cfg_filter_sample(logits, cfg_rows, run.temperature, run.filter_threshold, channel,
                                                 run.controls.greedy, run.controls.generator)
             pixels[:, channel] = values
             if channel + 1 < NUM_CHANNELS:
-                token = F.embedding(torch.cat([ids, ids]) if run.guided else ids, codebook.weight)
+                token = F.embedding(torch.cat([ids, ids]) if run.guided else ids, head.codebooks[channel].weight)
         return pixels

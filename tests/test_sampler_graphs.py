@@ -1,0 +1,91 @@
+"""Replayed steps (CUDA graphs on a GPU; on the CPU the same static-buffer data flow without a
+graph): the samples must be those of the plain fast path."""
+import pytest
+import torch
+
+from fractal_ext.images import to_uint8
+from fractal_ext.sampler.graphs import StepGraph, StepGraphs, use_graphs
+from reference_models import build_reference_model, reference_entry, reference_tensors
+
+from conftest import TINY_MODELS
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+def sample_tiny(name, device, cuda_graphs, greedy, seed=0, precision="fp32"):
+    data = reference_tensors(name)
+    args = reference_entry(name)["sample_args"]
+    model = build_reference_model(name).to(device)
+    cond_list = model.build_cond_list(data["in.labels"].to(device), args["cfg"])
+    generator = torch.Generator(device=device).manual_seed(seed)
+    return model.sample(cond_list, args["num_iter_list"], args["cfg"], args["cfg_schedule"], args["temperature"],
+                        args["filter_threshold"], generator=generator, greedy=greedy, raster_order=greedy,
+                        cuda_graphs=cuda_graphs, precision=precision)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_greedy_samples_with_replayed_steps_are_exact(name, device):
+    images = sample_tiny(name, device, cuda_graphs=True, greedy=True)
+    assert torch.equal(to_uint8(images).cpu(), reference_tensors(name)["out.greedy_raster_sample_u8"])
+
+
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_random_samples_with_replayed_steps_equal_the_plain_fast_path(name):
+    # The draws happen between replays, on the same generator: same seed, same samples.
+    with_graphs = sample_tiny(name, "cpu", cuda_graphs=True, greedy=False, seed=3)
+    without = sample_tiny(name, "cpu", cuda_graphs=False, greedy=False, seed=3)
+    assert torch.equal(with_graphs, without)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_cuda_graph_samples_are_reproducible_and_close_to_the_plain_path(name):
+    first = to_uint8(sample_tiny(name, "cuda", cuda_graphs=True, greedy=False, seed=5))
+    again = to_uint8(sample_tiny(name, "cuda", cuda_graphs=True, greedy=False, seed=5))
+    plain = to_uint8(sample_tiny(name, "cuda", cuda_graphs=False, greedy=False, seed=5))
+    other_seed = to_uint8(sample_tiny(name, "cuda", cuda_graphs=True, greedy=False, seed=6))
+    assert torch.equal(first, again)
+    # Same kernels and draws; allow a few pixels for cuBLAS picking other algorithms under capture.
+    assert (first == plain).float().mean() > 0.95
+    assert not torch.equal(first, other_seed)  # replays do draw afresh
+
+
+@pytest.mark.cuda
+def test_cuda_graphs_under_bf16_autocast():
+    images = sample_tiny("tiny_ar", "cuda", cuda_graphs=True, greedy=True, precision="bf16")
+    assert images.shape[1] == 3 and torch.isfinite(images).all()
+
+
+def test_step_graph_copies_inputs_in_and_reuses_its_output_buffer():
+    calls = []
+
+    def step(x, y):
+        calls.append(1)
+        return x * 2 + y
+
+    x, y = torch.ones(3), torch.zeros(3)
+    graph = StepGraph(step, [x, y])
+    first = graph(x, y)
+    torch.testing.assert_close(first, torch.full((3,), 2.0))
+    x.fill_(5)  # the caller's tensors are copied, not aliased
+    torch.testing.assert_close(first, torch.full((3,), 2.0))
+    second = graph(x, torch.ones(3))
+    assert second is first  # the next replay overwrites the previous output
+    torch.testing.assert_close(second, torch.full((3,), 11.0))
+
+
+def test_step_graphs_keep_one_graph_per_key():
+    graphs = StepGraphs()
+    for value in range(3):
+        out = graphs.run("double", lambda x: 2 * x, torch.full((2,), float(value)))
+        torch.testing.assert_close(out, torch.full((2,), 2.0 * value))
+    graphs.run("triple", lambda x: 3 * x, torch.ones(2))
+    assert sorted(graphs.graphs) == ["double", "triple"]
+
+
+def test_cuda_graphs_setting():
+    assert use_graphs(None, torch.device("cuda")) and not use_graphs(None, torch.device("cpu"))
+    assert use_graphs(True, torch.device("cpu")) and not use_graphs(False, torch.device("cuda"))
+    with pytest.raises(ValueError, match="cuda_graphs must be True, False or None"):
+        use_graphs("yes", torch.device("cpu"))
