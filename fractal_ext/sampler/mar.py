@@ -1,11 +1,15 @@
 """Fast MAR level: condition tokens embedded once per call (one `cond_emb` matmul for all of
-them), tokens generated per step taken from the host-side schedule (no `nonzero`), and the
-five neighbour conditions of the generated tokens gathered by the fused operator."""
+them), tokens generated per step taken from the host-side schedule (no `nonzero`), the
+bidirectional pass on oneDNN GEMMs on the CPU (fractal_ext.sampler.bidirectional), and the five
+neighbour conditions of the generated tokens gathered by the fused operator."""
+from functools import partial
+
 import torch
 
 from fractal_ext import ops
 from fractal_ext.models.mar import MAR
 from fractal_ext.models.schedules import mar_schedule
+from fractal_ext.sampler.bidirectional import ReorderedBlocks, runs_onednn_pass
 from fractal_ext.sampler.options import SamplingRun
 from fractal_ext.sampler.pixel_head import FastPixelHead
 
@@ -46,7 +50,7 @@ class FastMAR:
             tokens = torch.cat([tokens, tokens]) if run.guided else tokens
             x = gen.patch_emb_ln(torch.cat([prefix, tokens], dim=1))
             # Every step of a call has the same shapes: one replayed pass per level and row count.
-            middle = run.graphs.run(("mar", self.level, x.shape, x.dtype), self._bidirectional_pass, x)
+            middle = run.graphs.run(("mar", self.level, x.shape, x.dtype), partial(self._bidirectional_pass, run), x)
             # The order's first tokens stay masked; the ones after them are generated now.
             keep_masked = still_masked - step.num_predicted
             positions = orders[:, keep_masked:still_masked].sort(dim=1).values
@@ -66,9 +70,15 @@ class FastMAR:
                 run.on_top_level_step()
         return ops.unpatchify(patches, gen.patch_size)
 
-    def _bidirectional_pass(self, x):
+    def _bidirectional_pass(self, run: SamplingRun, x):
         """[R, P + L, D] (condition prefix, then tokens) -> the middle conditions [R, L, D]."""
         prefix_len = x.shape[1] - self.gen.seq_len
-        for block in self.gen.blocks:
-            x = block(x)
+        if runs_onednn_pass(x):
+            key = ("reordered MAR blocks", self.level)
+            if key not in run.prepared:
+                run.prepared[key] = ReorderedBlocks(self.gen.blocks, rows_hint=x.shape[0] * x.shape[1])
+            x = run.prepared[key](x)
+        else:
+            for block in self.gen.blocks:
+                x = block(x)
         return self.gen.norm(x[:, prefix_len:])

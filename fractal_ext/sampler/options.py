@@ -15,3 +15,4 @@ class SamplingRun:
     guided: bool  # rows come in (conditional, unconditional) halves at every level
     on_top_level_step: Callable[[], None] | None = None  # progress callback of level 0
     graphs: StepGraphs = field(default_factory=lambda: StepGraphs(enabled=False))  # replayed steps (CUDA graphs)
+    prepared: dict = field(default_factory=dict)  # derived once per run (reordered weights), by key
