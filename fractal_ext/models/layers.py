@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fractal_ext import reference
+
 
 # ----------------------------------------------------------------------------- AR (LLaMA) blocks
 class RMSNorm(nn.Module):
@@ -21,9 +23,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x):
         # Normalised in fp32 even under autocast, then cast back (as the official code does).
-        x_fp32 = x.float()
-        normed = x_fp32 * torch.rsqrt(x_fp32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return normed.type_as(x) * self.weight
+        return reference.rms_norm(x, self.weight, self.eps)
 
 
 def swiglu_hidden_dim(dim: int) -> int:

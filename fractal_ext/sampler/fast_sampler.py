@@ -62,7 +62,8 @@ class FastSampler:
             guided=float(cfg) != 1.0, on_top_level_step=on_top_level_step, graphs=graphs,
         )
         dtype = AUTOCAST_DTYPES[precision]
-        # A recorded step must cast the weights itself: autocast's cache of casts outlives no graph.
+        # Autocast frees its cache of cast weights when the context exits: a recorded graph must
+        # not point into it, so with graphs the casts happen inside each step.
         with torch.autocast(device_type=conds.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None,
                             cache_enabled=not graphs.enabled):
             images = self.top_level.sample(conds, float(cfg), cfg_schedule, run)
