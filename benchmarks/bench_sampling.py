@@ -9,6 +9,7 @@ both paths, images/s and the ratio; the script form also writes JSON and a Markd
 """
 import argparse
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -67,21 +68,34 @@ def test_fast_vs_eager_cpu(benchmark, name, batch):
     print("\n" + describe(result))
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict:
-    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads()}
+    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu": cpu_model(),
+            "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
 
 
 def markdown(results, machine_info) -> str:
+    def cell(result, key, fmt):
+        return format(result[key], fmt) if key in result else "-"
+
     rows = ["| model | batch | precision | fast s | fast s without graphs | eager s | speed-up | images/s | peak GiB |",
             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         rows.append(f"| {r['model']} | {r['batch']} | {r['precision']} | {r['fast_s']:.2f} "
-                    f"| {r.get('fast_no_graphs_s', float('nan')):.2f} | {r.get('eager_s', float('nan')):.2f} "
-                    f"| {r.get('speedup', float('nan')):.2f}x | {r['fast_images_per_s']:.3f} | {r.get('fast_peak_gib', float('nan')):.2f} |")
+                    f"| {cell(r, 'fast_no_graphs_s', '.2f')} | {cell(r, 'eager_s', '.2f')} "
+                    f"| {cell(r, 'speedup', '.2f')}x | {r['fast_images_per_s']:.3f} | {cell(r, 'fast_peak_gib', '.2f')} |")
     return f"Machine: {json.dumps(machine_info)}\n\n" + "\n".join(rows) + "\n"
 
 

@@ -4,10 +4,10 @@ At batch 1 a GPU spends a sampling run launching tens of thousands of tiny kerne
 keeps its shapes from call to call (an AR level's one-token pass through its blocks, a MAR
 level's bidirectional pass, one channel of a pixel head) is captured once as a CUDA graph and
 then replayed with one launch. MAR passes are bucketed by their row count (one graph per count
-seen: the number of tokens a parent step generates varies). Replays read
-their inputs from static buffers and write their outputs to static buffers: `StepGraph` copies
-the caller's inputs in and hands out the output buffer, which the next replay overwrites (callers
-consume it before running the same step again).
+seen: the number of tokens a parent step generates varies). Replays read their inputs from
+static buffers and write their outputs to static buffers: `StepGraph` copies the caller's inputs
+in and hands out the output buffer, which the next replay overwrites (callers consume it before
+running the same step again).
 
 What a step may do, so that replaying it is the same as running it: no host synchronisation and
 no data-dependent shapes; everything that changes between calls enters through the inputs
