@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--implementation", choices=["fast", "eager"], default="fast")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                         help="fast path: auto = bf16 on CUDA (as the official code's autocast), fp32 on CPU")
+    parser.add_argument("--cuda_graphs", choices=["auto", "on", "off"], default="auto",
+                        help="replay fixed-shape steps as CUDA graphs (auto: on for CUDA)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output_dir", default="samples")
     parser.add_argument("--columns", type=int, default=None, help="images per grid row")
@@ -67,7 +69,8 @@ def run(args) -> int:
     start = time.perf_counter()
     images = generate(model, labels, batch_size=args.batch_size, generator=generator, greedy=args.greedy,
                       raster_order=args.raster_order, implementation=args.implementation,
-                      precision=args.precision, progress=True, **settings)
+                      precision=args.precision, cuda_graphs={"auto": None, "on": True, "off": False}[args.cuda_graphs],
+                      progress=True, **settings)
     seconds = time.perf_counter() - start
     grid = save_samples(images, labels, args.output_dir, args.columns)
     print(f"wrote {grid} and {len(labels)} images; {len(labels) / seconds:.3f} images/s ({seconds:.1f} s)")
