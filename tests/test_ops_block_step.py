@@ -160,3 +160,13 @@ def test_vit_bad_input(change, message):
     args = vit_args() | change
     with pytest.raises(RuntimeError, match=message):
         ops.vit_block_step(*args.values())
+
+
+def test_the_sampler_takes_the_block_step_kernel_where_it_is_faster():
+    from fractal_ext.sampler.decode import runs_block_step_kernel
+
+    assert runs_block_step_kernel(torch.zeros(4, 128)) and not runs_block_step_kernel(torch.zeros(8, 128))
+    assert runs_block_step_kernel(torch.zeros(16, 512)) and not runs_block_step_kernel(torch.zeros(17, 1024))
+    assert not runs_block_step_kernel(torch.zeros(2, 512, dtype=torch.float64))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not runs_block_step_kernel(torch.zeros(2, 512))

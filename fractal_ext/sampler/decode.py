@@ -12,12 +12,19 @@ import torch
 from fractal_ext import ops, reference
 
 
-# Up to this many rows the weight-streaming GEMVs of the block-step kernels beat BLAS on the CPU.
+# Up to how many rows the block-step kernels beat the composed step on the CPU (benchmarks/
+# bench_block_step.py at other row counts): their single-pass GEMVs win while the weights stream
+# from memory (width >= 512: 1.4x at 8 rows, 1.1x at 16), but lose to BLAS on cache-resident
+# pixel-head weights beyond 4 rows (width 128: 0.75x at 8 rows).
 SMALL_BATCH_ROWS = 4
+STREAMING_WIDTH, STREAMING_ROWS = 512, 16
 
 
 def runs_block_step_kernel(x) -> bool:
-    return x.is_cpu and x.dtype == torch.float32 and x.shape[0] <= SMALL_BATCH_ROWS and not torch.is_autocast_enabled("cpu")
+    if not (x.is_cpu and x.dtype == torch.float32) or torch.is_autocast_enabled("cpu"):
+        return False
+    rows, width = x.shape
+    return rows <= SMALL_BATCH_ROWS or (width >= STREAMING_WIDTH and rows <= STREAMING_ROWS)
 
 
 def matmul_dtype(x):
