@@ -31,3 +31,12 @@ def test_only_fp32_cpu_passes_take_the_onednn_path():
     assert not runs_onednn_pass(torch.zeros(1, 2, 8, dtype=torch.float64))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not runs_onednn_pass(torch.zeros(1, 2, 8))
+
+
+def test_the_availability_check_does_not_touch_the_global_rng():
+    onednn_linear_available.cache_clear()
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    assert onednn_linear_available()
+    assert torch.equal(torch.rand(3), expected)
