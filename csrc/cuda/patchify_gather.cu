@@ -184,13 +184,16 @@ at::Tensor gather_neighbour_conditions_backward_cuda(const at::Tensor& grad, con
       patchify_gather::check_gather_backward(grad, batch_index, token_index, batch_size, seq_len);
   const c10::cuda::CUDAGuard device_guard(grad.device());
   const int64_t channels = grad.size(2), selected = grad.size(1);
-  auto out = at::zeros({batch_size, seq_len, channels}, grad.options());
-  if (out.numel() == 0 || selected == 0) return out;
+  // Half and bfloat16 gradients are summed in fp32 (see the kernel) and rounded once at the end.
+  const bool low_precision = grad.scalar_type() == at::kHalf || grad.scalar_type() == at::kBFloat16;
+  auto sums = at::zeros({batch_size, seq_len, channels},
+                        grad.options().dtype(low_precision ? at::kFloat : grad.scalar_type()));
+  if (sums.numel() == 0 || selected == 0) return sums.to(grad.scalar_type());
 
   kernels::GatherBackwardParams p{};
   p.idx = gather_indices(batch_index, token_index, batch_size, seq_len, side);
   p.grad = grad.const_data_ptr();
-  p.grad_conditions = out.data_ptr();
+  p.grad_conditions = sums.data_ptr();
   p.channels = channels;
   p.grad_stride_k = grad.stride(0);
   p.grad_stride_m = grad.stride(1);
@@ -203,15 +206,16 @@ at::Tensor gather_neighbour_conditions_backward_cuda(const at::Tensor& grad, con
   const int64_t blocks = num_blocks(5 * selected * kWarpSize);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "gather_backward_cuda", [&] {
     using T = typename CudaType<scalar_t>::type;
+    using Acc = std::conditional_t<sizeof(T) == 2, float, T>;
     constexpr int kVec = 16 / sizeof(T);
     if (vectorised) {
-      kernels::gather_neighbours_backward_kernel<T, kVec><<<blocks, kThreadsPerBlock, 0, stream>>>(p);
+      kernels::gather_neighbours_backward_kernel<T, Acc, kVec><<<blocks, kThreadsPerBlock, 0, stream>>>(p);
     } else {
-      kernels::gather_neighbours_backward_kernel<T, 1><<<blocks, kThreadsPerBlock, 0, stream>>>(p);
+      kernels::gather_neighbours_backward_kernel<T, Acc, 1><<<blocks, kThreadsPerBlock, 0, stream>>>(p);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return out;
+  return low_precision ? sums.to(grad.scalar_type()) : sums;
 }
 
 }  // namespace

@@ -49,7 +49,15 @@ FRACTAL_HOST_DEVICE float filtered_uncond(float c, float u, float cond_prob, flo
   return cond_prob < filter_threshold ? raised : u;
 }
 
-FRACTAL_HOST_DEVICE float guide(float c, float u, float scale) { return u + scale * (c - u); }
+// Rounded after each operation as torch computes it: nvcc (--use_fast_math) would otherwise fuse
+// the multiply and add into one FMA, 1 ulp off the reference and enough to flip a near-tied argmax.
+FRACTAL_HOST_DEVICE float guide(float c, float u, float scale) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(u, __fmul_rn(scale, __fsub_rn(c, u)));
+#else
+  return u + scale * (c - u);
+#endif
+}
 
 // (token / 255 - mean) / std with IEEE float32 division, as torch computes it.
 FRACTAL_HOST_DEVICE float pixel_value(int64_t token, float mean, float std) {

@@ -163,42 +163,44 @@ struct alignas(sizeof(T) * kVec) Vec {
   T v[kVec];
 };
 
-template <typename T>
-__device__ __forceinline__ void atomic_add(T* address, T value) {
-  atomicAdd(address, value);
-}
-
-// kVec consecutive values added atomically, paired (half2 / bfloat162) or 16 bytes at once
-// (float4 on sm_90) where the hardware has it.
-template <typename T, int kVec>
-__device__ __forceinline__ void atomic_add_vec(T* address, const Vec<T, kVec>& value) {
-  if constexpr (kVec % 2 == 0 && std::is_same_v<T, __half>) {
-#pragma unroll
-    for (int i = 0; i < kVec; i += 2) {
-      atomicAdd(reinterpret_cast<__half2*>(address + i), __halves2half2(value.v[i], value.v[i + 1]));
-    }
-  } else if constexpr (kVec % 2 == 0 && std::is_same_v<T, __nv_bfloat16>) {
-#pragma unroll
-    for (int i = 0; i < kVec; i += 2) {
-      atomicAdd(reinterpret_cast<__nv_bfloat162*>(address + i), __halves2bfloat162(value.v[i], value.v[i + 1]));
-    }
-  } else if constexpr (kVec == 4 && std::is_same_v<T, float>) {
+// kVec consecutive values added atomically, 16 bytes at once (float4) on sm_90 and later.
+template <typename Acc, int kVec>
+__device__ __forceinline__ void atomic_add_vec(Acc* address, const Vec<Acc, kVec>& value) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    atomicAdd(reinterpret_cast<float4*>(address), make_float4(value.v[0], value.v[1], value.v[2], value.v[3]));
+  constexpr bool kFloat4 = kVec % 4 == 0 && std::is_same_v<Acc, float>;
 #else
-#pragma unroll
-    for (int i = 0; i < kVec; ++i) atomicAdd(address + i, value.v[i]);
+  constexpr bool kFloat4 = false;
 #endif
+  if constexpr (kFloat4) {
+#pragma unroll
+    for (int i = 0; i < kVec; i += 4) {
+      atomicAdd(reinterpret_cast<float4*>(address + i),
+                make_float4(value.v[i], value.v[i + 1], value.v[i + 2], value.v[i + 3]));
+    }
   } else {
 #pragma unroll
-    for (int i = 0; i < kVec; ++i) atomic_add(address + i, value.v[i]);
+    for (int i = 0; i < kVec; ++i) atomicAdd(address + i, value.v[i]);
+  }
+}
+
+// torch compiles with __CUDA_NO_HALF_CONVERSIONS__: half and bfloat16 widen through intrinsics.
+template <typename Acc, typename T>
+__device__ __forceinline__ Acc widen(T x) {
+  if constexpr (std::is_same_v<T, __half>) {
+    return __half2float(x);
+  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    return __bfloat162float(x);
+  } else {
+    return x;
   }
 }
 
 // One warp per grad row (k, m): the lanes add it into the neighbour's row, kVec values at a time
 // (kVec > 1 only when grad_stride_c == 1 and channels, strides and pointers are kVec-aligned).
-// Several selected tokens may share a neighbour, hence the atomics.
-template <typename T, int kVec>
+// Several selected tokens may share a neighbour, hence the atomics. Acc is the type of
+// grad_conditions: float for half / bfloat16 grads (added in fp32 and rounded once afterwards, as
+// the CPU twin and torch's own index backward do; half-precision atomics would round every add).
+template <typename T, typename Acc, int kVec>
 __global__ void __launch_bounds__(kThreadsPerBlock)
     gather_neighbours_backward_kernel(const GatherBackwardParams params) {
   const int lane = threadIdx.x % kWarpSize;
@@ -206,7 +208,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   const int64_t rows = 5 * params.idx.num_selected;
   const int64_t vecs = params.channels / kVec;
   const T* __restrict__ grad = static_cast<const T*>(params.grad);
-  T* __restrict__ grad_conditions = static_cast<T*>(params.grad_conditions);
+  Acc* __restrict__ grad_conditions = static_cast<Acc*>(params.grad_conditions);
   for (int64_t row = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / kWarpSize; row < rows;
        row += warps) {
     const int k = static_cast<int>(row / params.idx.num_selected);
@@ -214,7 +216,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
     const int64_t dst_row = neighbour_row(params.idx, m, k);
     if (dst_row < 0) continue;
     const T* src = grad + k * params.grad_stride_k + m * params.grad_stride_m;
-    T* dst = grad_conditions + dst_row * params.channels;
+    Acc* dst = grad_conditions + dst_row * params.channels;
     for (int64_t j = lane; j < vecs; j += kWarpSize) {
       Vec<T, kVec> value;
       if constexpr (kVec > 1) {
@@ -222,7 +224,10 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
       } else {
         value.v[0] = src[j * params.grad_stride_c];
       }
-      atomic_add_vec<T, kVec>(dst + j * kVec, value);
+      Vec<Acc, kVec> sum;
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) sum.v[i] = widen<Acc>(value.v[i]);
+      atomic_add_vec<Acc, kVec>(dst + j * kVec, sum);
     }
   }
 }
