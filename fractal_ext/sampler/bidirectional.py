@@ -43,7 +43,12 @@ def _linear(x, packed_weight, bias, activation="none"):
 
 
 class ReorderedBlocks:
-    """ViT blocks (bidirectional) with their four weight matrices reordered for oneDNN."""
+    """ViT blocks (bidirectional) with their four weight matrices reordered for oneDNN.
+
+    Called with `outputs` ([R, m] sequence positions), the last block computes only those rows
+    and the result is [R, m, D]: every block but the last needs all rows (their keys and values
+    feed the next block's attention), the last one only the rows its caller reads.
+    """
 
     def __init__(self, blocks, rows_hint: int):
         self.blocks = list(blocks)
@@ -53,19 +58,24 @@ class ReorderedBlocks:
             for block in self.blocks
         ]
 
-    def __call__(self, x):
-        for block, weights in zip(self.blocks, self.weights):
-            x = self._block(x, block, *weights)
+    def __call__(self, x, outputs=None):
+        last = len(self.blocks) - 1
+        for i, (block, weights) in enumerate(zip(self.blocks, self.weights)):
+            x = self._block(x, block, *weights, outputs=outputs if i == last else None)
         return x
 
     @staticmethod
-    def _block(x, block, qkv_weight, proj_weight, fc1_weight, fc2_weight):
-        """ViTBlock.forward (eval mode) on the reordered weights."""
+    def _block(x, block, qkv_weight, proj_weight, fc1_weight, fc2_weight, outputs=None):
+        """ViTBlock.forward (eval mode) on the reordered weights; with `outputs`, only those
+        rows' queries attend and only those rows go on (every row still gives keys and values)."""
         b, n, c = x.shape
         attn, mlp = block.attn, block.mlp
         h = F.layer_norm(x, (c,), block.norm1.weight, block.norm1.bias, block.norm1.eps)
         q, k, v = _linear(h, qkv_weight, attn.qkv.bias).view(b, n, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+        if outputs is not None:
+            q = q.take_along_dim(outputs[:, None, :, None], dim=2)
+            x = x.take_along_dim(outputs[:, :, None], dim=1)
         attended = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
-        x = x + _linear(attended.transpose(1, 2).reshape(b, n, c), proj_weight, attn.proj.bias)
+        x = x + _linear(attended.transpose(1, 2).reshape(b, -1, c), proj_weight, attn.proj.bias)
         h = F.layer_norm(x, (c,), block.norm2.weight, block.norm2.bias, block.norm2.eps)
         return x + _linear(_linear(h, fc1_weight, mlp.fc1.bias, "gelu"), fc2_weight, mlp.fc2.bias)

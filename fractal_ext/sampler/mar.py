@@ -9,6 +9,7 @@ import torch
 from fractal_ext import ops
 from fractal_ext.models.mar import MAR
 from fractal_ext.models.schedules import mar_schedule
+from fractal_ext.reference import grid_side
 from fractal_ext.sampler.bidirectional import ReorderedBlocks, runs_onednn_pass
 from fractal_ext.sampler.options import SamplingRun
 from fractal_ext.sampler.pixel_head import FastPixelHead
@@ -46,14 +47,13 @@ class FastMAR:
         still_masked = gen.seq_len
         schedule = mar_schedule(gen.seq_len, run.num_iter_list[self.level], float(cfg), cfg_schedule)
         for step in schedule:
-            tokens = torch.where(masked, gen.mask_token.to(prefix.dtype), gen.patch_emb(patches)) + token_pos
-            tokens = torch.cat([tokens, tokens]) if run.guided else tokens
-            x = gen.patch_emb_ln(torch.cat([prefix, tokens], dim=1))
-            # Every step of a call has the same shapes: one replayed pass per level and row count.
-            middle = run.graphs.run(("mar", self.level, x.shape, x.dtype), partial(self._bidirectional_pass, run), x)
             # The order's first tokens stay masked; the ones after them are generated now.
             keep_masked = still_masked - step.num_predicted
             positions = orders[:, keep_masked:still_masked].sort(dim=1).values
+            tokens = torch.where(masked, gen.mask_token.to(prefix.dtype), gen.patch_emb(patches)) + token_pos
+            tokens = torch.cat([tokens, tokens]) if run.guided else tokens
+            x = gen.patch_emb_ln(torch.cat([prefix, tokens], dim=1))
+            middle = self._middle_conditions(x, positions, run)
             batch_index = image_index.expand_as(positions).reshape(-1)
             token_index = positions.reshape(-1)
             if run.guided:
@@ -70,15 +70,46 @@ class FastMAR:
                 run.on_top_level_step()
         return ops.unpatchify(patches, gen.patch_size)
 
-    def _bidirectional_pass(self, run: SamplingRun, x):
-        """[R, P + L, D] (condition prefix, then tokens) -> the middle conditions [R, L, D]."""
+    def _middle_conditions(self, x, positions, run: SamplingRun) -> torch.Tensor:
+        """The bidirectional pass: [R, P + L, D] (condition prefix, then tokens) -> the middle
+        conditions [R, L, D]. Every step of a call has the same shapes: one replayed pass per
+        level and row count. On the CPU in fp32 the oneDNN pass computes the last block only for
+        the tokens the neighbour gather reads; the other conditions are left zero."""
+        if not runs_onednn_pass(x):
+            return run.graphs.run(("mar", self.level, x.shape, x.dtype), self._bidirectional_pass, x)
+        read = tokens_read_by_gather(positions, self.gen.seq_len)
+        read = torch.cat([read, read]) if run.guided else read
+        return run.graphs.run(("mar", self.level, x.shape, x.dtype, read.shape),
+                              partial(self._onednn_pass, run), x, read)
+
+    def _bidirectional_pass(self, x):
         prefix_len = x.shape[1] - self.gen.seq_len
-        if runs_onednn_pass(x):
-            key = ("reordered MAR blocks", self.level)
-            if key not in run.prepared:
-                run.prepared[key] = ReorderedBlocks(self.gen.blocks, rows_hint=x.shape[0] * x.shape[1])
-            x = run.prepared[key](x)
-        else:
-            for block in self.gen.blocks:
-                x = block(x)
+        for block in self.gen.blocks:
+            x = block(x)
         return self.gen.norm(x[:, prefix_len:])
+
+    def _onednn_pass(self, run: SamplingRun, x, read):
+        rows, prefix_len, dim = x.shape[0], x.shape[1] - self.gen.seq_len, x.shape[2]
+        key = ("reordered MAR blocks", self.level)
+        if key not in run.prepared:
+            run.prepared[key] = ReorderedBlocks(self.gen.blocks, rows_hint=x.shape[0] * x.shape[1])
+        conditions = self.gen.norm(run.prepared[key](x, outputs=read + prefix_len))
+        middle = conditions.new_zeros(rows, self.gen.seq_len, dim)
+        return middle.scatter_(1, read[..., None].expand_as(conditions), conditions)
+
+
+def tokens_read_by_gather(positions: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """[N, k] generated token positions -> [N, m] positions whose conditions the four-neighbour
+    gather reads: the generated tokens and their top, right, bottom and left neighbours, the
+    same m for every row (rows with fewer are filled up with other positions, ascending)."""
+    side = grid_side(seq_len)
+    generated = torch.zeros(positions.shape[0], seq_len, dtype=torch.bool, device=positions.device)
+    grid = generated.scatter_(1, positions, True).view(-1, side, side)
+    read = grid.clone()
+    read[:, 1:] |= grid[:, :-1]  # the token below a generated one is its bottom neighbour
+    read[:, :-1] |= grid[:, 1:]
+    read[:, :, 1:] |= grid[:, :, :-1]
+    read[:, :, :-1] |= grid[:, :, 1:]
+    read = read.view(-1, seq_len)
+    count = int(read.sum(1).max())
+    return torch.argsort((~read).to(torch.uint8), dim=1, stable=True)[:, :count]
