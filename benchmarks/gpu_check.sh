@@ -14,7 +14,7 @@ out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR}
 mkdir -p "$out"
 exec > >(tee "$out/gpu_check.log") 2>&1
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python}
+PY=${PYTHON:-python3}  # the GPU machine's torch lives in python3
 deadline=$((SECONDS + ${BUDGET_S:-480}))
 status=0
 # step NAME LIMIT_S COMMAND...: runs COMMAND for at most LIMIT_S seconds and the budget left.

@@ -72,9 +72,10 @@ class FastMAR:
 
     def _middle_conditions(self, x, positions, run: SamplingRun) -> torch.Tensor:
         """The bidirectional pass: [R, P + L, D] (condition prefix, then tokens) -> the middle
-        conditions [R, L, D]. Every step of a call has the same shapes: one replayed pass per
-        level and row count. On the CPU in fp32 the oneDNN pass computes the last block only for
-        the tokens the neighbour gather reads; the other conditions are left zero."""
+        conditions [R, L, D]. Elsewhere every step of a call has the same shapes (on CUDA: one
+        replayed pass per level and row count); on the CPU in fp32 the oneDNN pass computes the
+        last block only for the tokens the neighbour gather reads, and the other conditions are
+        left zero."""
         if not runs_onednn_pass(x):
             return run.graphs.run(("mar", self.level, x.shape, x.dtype), self._bidirectional_pass, x)
         read = tokens_read_by_gather(positions, self.gen.seq_len)
@@ -107,9 +108,9 @@ def tokens_read_by_gather(positions: torch.Tensor, seq_len: int) -> torch.Tensor
     grid = generated.scatter_(1, positions, True).view(-1, side, side)
     read = grid.clone()
     read[:, 1:] |= grid[:, :-1]  # the token below a generated one is its bottom neighbour
-    read[:, :-1] |= grid[:, 1:]
-    read[:, :, 1:] |= grid[:, :, :-1]
-    read[:, :, :-1] |= grid[:, :, 1:]
+    read[:, :-1] |= grid[:, 1:]  # above: top
+    read[:, :, 1:] |= grid[:, :, :-1]  # to its right: right
+    read[:, :, :-1] |= grid[:, :, 1:]  # to its left: left
     read = read.view(-1, seq_len)
     count = int(read.sum(1).max())
     return torch.argsort((~read).to(torch.uint8), dim=1, stable=True)[:, :count]
