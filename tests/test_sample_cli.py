@@ -33,7 +33,7 @@ def test_same_seed_same_images(tiny_checkpoint, tmp_path):
     run_cli(tiny_checkpoint, tmp_path / "a", "--labels", "4", "--seed", "1")
     run_cli(tiny_checkpoint, tmp_path / "b", "--labels", "4", "--seed", "1")
     run_cli(tiny_checkpoint, tmp_path / "c", "--labels", "4", "--seed", "1", "--cuda_graphs", "on")  # CPU: same data flow
-    a, b, c = (torch.from_numpy(np.asarray(Image.open(tmp_path / name / "grid.png"))) for name in "abc")
+    a, b, c = (torch.from_numpy(np.array(Image.open(tmp_path / name / "grid.png"))) for name in "abc")
     assert torch.equal(a, b) and torch.equal(a, c)
 
 
