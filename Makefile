@@ -33,9 +33,11 @@ dataset:
 build: setup
 	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
 
+# The benchmarks run too (timings printed, never asserted: a smoke test that they still run).
 test: build
 	$(PY) -m fractal_ext.info
 	$(PY) -m pytest -q
+	$(PY) -m pytest benchmarks -q -p no:randomly
 
 bench: build
 	$(PY) -m pytest benchmarks -q -s -p no:randomly

@@ -135,4 +135,4 @@ def test_ours_vs_reference(benchmark, capsys, case, device):
     benchmark.extra_info.update(reference_median_s=ref_s, ours_median_s=ours_s, ratio=ratio)
     with capsys.disabled():
         print(f"\n{case:38s} {device:11s} ours {ours_s * 1e3:9.3f} ms  reference {ref_s * 1e3:9.3f} ms  "
-              f"ratio: {ratio:.1f}x")
+              f"ratio: {ratio:.3g}x")
