@@ -3,6 +3,7 @@ graph): the samples must be those of the plain fast path."""
 import pytest
 import torch
 
+from fractal_ext import ops
 from fractal_ext.images import to_uint8
 from fractal_ext.sampler.graphs import StepGraph, StepGraphs, use_graphs
 from reference_models import build_reference_model, reference_entry, reference_tensors
@@ -81,8 +82,19 @@ def test_step_graphs_keep_one_graph_per_key():
     assert sorted(graphs.graphs) == ["double", "triple"]
 
 
-def test_cuda_graphs_setting():
+def test_cuda_graphs_setting(monkeypatch):
+    monkeypatch.setattr(ops, "REFERENCE_CUDA_OPS", ())  # as in a build with the CUDA kernels
     assert use_graphs(None, torch.device("cuda")) and not use_graphs(None, torch.device("cpu"))
     assert use_graphs(True, torch.device("cpu")) and not use_graphs(False, torch.device("cuda"))
     with pytest.raises(ValueError, match="cuda_graphs must be True, False or None"):
         use_graphs("yes", torch.device("cpu"))
+
+
+def test_no_graphs_where_the_attention_runs_as_its_pytorch_reference(monkeypatch):
+    # A CPU-only build on a machine with a GPU: the reference attention syncs with the host,
+    # which a CUDA graph capture forbids, so graphs are off by default and refused when asked for.
+    monkeypatch.setattr(ops, "REFERENCE_CUDA_OPS", ("kv_cache_attention",))
+    assert not use_graphs(None, torch.device("cuda"))
+    assert not use_graphs(False, torch.device("cuda")) and use_graphs(True, torch.device("cpu"))
+    with pytest.raises(ValueError, match="cuda_graphs=True needs fractal_ext's CUDA kernels"):
+        use_graphs(True, torch.device("cuda"))

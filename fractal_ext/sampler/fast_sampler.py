@@ -49,8 +49,8 @@ class FastSampler:
         matmuls under autocast (as the official code does on GPU), keeping the fp32 islands of the
         modules (RMSNorm, MAR attention logits, output logits, sampling). `cuda_graphs`: replay
         the AR levels' token steps, the MAR levels' passes and the pixel heads' channel steps as
-        CUDA graphs (None: on for CUDA; True on the CPU runs the same static-buffer steps without
-        graphs, for tests)."""
+        CUDA graphs (None: on for CUDA when this build has the CUDA kernels; True on the CPU runs
+        the same static-buffer steps without graphs, for tests)."""
         validate_sampling_args(self.model, cond_list, num_iter_list, cfg, cfg_schedule, temperature, filter_threshold)
         if precision not in AUTOCAST_DTYPES:
             raise ValueError(f"precision must be one of {sorted(AUTOCAST_DTYPES)}, got {precision!r}")

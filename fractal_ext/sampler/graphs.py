@@ -20,6 +20,8 @@ so that CPU tests check the buffer handling the GPU path relies on.
 """
 import torch
 
+from fractal_ext import ops
+
 
 class StepGraph:
     def __init__(self, fn, inputs):
@@ -76,10 +78,22 @@ def buffers_key(caches) -> int:
     return caches[0][0].data_ptr() if caches else 0
 
 
+def graph_safe_on_cuda() -> bool:
+    """Whether the operator inside replayed steps (the KV-cache attention) has its CUDA kernel in
+    this build: its plain-PyTorch stand-in reads the cache lengths on the host, which a capture
+    forbids (a CPU-only build of the extension on a machine with a GPU, say)."""
+    return ops.EXTENSION_AVAILABLE and "kv_cache_attention" not in ops.REFERENCE_CUDA_OPS
+
+
 def use_graphs(setting, device: torch.device) -> bool:
-    """`cuda_graphs` of a sampling call: None = on for CUDA; True on the CPU emulates them."""
+    """`cuda_graphs` of a sampling call: None = on for CUDA where this build can capture the
+    steps; True on the CPU emulates them."""
     if setting is None:
-        return device.type == "cuda"
+        return device.type == "cuda" and graph_safe_on_cuda()
     if not isinstance(setting, bool):
         raise ValueError(f"cuda_graphs must be True, False or None (on for CUDA), got {setting!r}")
+    if setting and device.type == "cuda" and not graph_safe_on_cuda():
+        raise ValueError("cuda_graphs=True needs fractal_ext's CUDA kernels, and this build runs kv_cache_attention "
+                         "on CUDA through its PyTorch reference (see `python -m fractal_ext.info`); "
+                         "rebuild with nvcc, or pass cuda_graphs=None or False")
     return setting
