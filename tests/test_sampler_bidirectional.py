@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from fractal_ext.models.layers import ViTBlock
 from fractal_ext import ops
+from fractal_ext.models.layers import ViTBlock
 from fractal_ext.sampler.bidirectional import ReorderedBlocks, onednn_linear_available, runs_onednn_pass
 from fractal_ext.sampler.mar import tokens_read_by_gather
 
@@ -46,7 +46,8 @@ def test_the_gather_reads_only_the_conditions_listed_for_it(side, generated):
     positions = torch.rand(rows, seq_len).argsort(1)[:, :generated].sort(1).values
     read = tokens_read_by_gather(positions, seq_len)
     middle = torch.randn(rows, seq_len, 8)
-    only_read = torch.zeros_like(middle).scatter_(1, read[..., None].expand(-1, -1, 8), middle.take_along_dim(read[..., None], 1))
+    index = read[..., None].expand(-1, -1, 8)
+    only_read = torch.zeros_like(middle).scatter_(1, index, middle.gather(1, index))
     batch_index = torch.arange(rows)[:, None].expand_as(positions).reshape(-1)
     expected = ops.gather_neighbour_conditions(middle, batch_index, positions.reshape(-1))
     torch.testing.assert_close(ops.gather_neighbour_conditions(only_read, batch_index, positions.reshape(-1)), expected)
