@@ -50,9 +50,14 @@ def test_cuda_graph_samples_are_reproducible_and_draw_afresh(name):
 
 
 @pytest.mark.cuda
-def test_cuda_graphs_under_bf16_autocast():
-    images = sample_tiny("tiny_ar", "cuda", cuda_graphs=True, greedy=True, precision="bf16")
-    assert images.shape[1] == 3 and torch.isfinite(images).all()
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_cuda_graphs_under_bf16_autocast(name):
+    # Same kernels replayed or launched: the bf16 greedy samples agree. (The greedy samples of
+    # these models have wide margins: weights perturbed by 1e-4 relative change no pixel on the CPU.)
+    with_graphs = sample_tiny(name, "cuda", cuda_graphs=True, greedy=True, precision="bf16")
+    without = sample_tiny(name, "cuda", cuda_graphs=False, greedy=True, precision="bf16")
+    assert torch.isfinite(with_graphs).all()
+    assert torch.equal(to_uint8(with_graphs), to_uint8(without))
 
 
 def test_step_graph_copies_inputs_in_and_reuses_its_output_buffer():
