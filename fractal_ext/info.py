@@ -50,6 +50,9 @@ def collect() -> dict:
             else:
                 kernels[device] = "native"
         report["ops"][name] = kernels
+    from fractal_ext.sampler.graphs import graph_safe_on_cuda
+
+    report["cuda_graphs_default"] = graph_safe_on_cuda()  # what model.sample(cuda_graphs=None) does on CUDA
     return report
 
 
@@ -73,6 +76,8 @@ def render(report: dict) -> str:
             )
     else:
         lines.append(f"extension        NOT loaded: {report['extension_error']}")
+    lines.append("CUDA graphs      " + ("on by default when sampling on CUDA" if report["cuda_graphs_default"]
+                                      else "off: kv_cache_attention has no CUDA kernel in this build"))
     width = max(len(name) for name in report["ops"])
     lines.append("")
     lines.append(f"{'op'.ljust(width)}  " + "  ".join(d.ljust(9) for d in DEVICES))

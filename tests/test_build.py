@@ -49,6 +49,7 @@ def test_info_reports_the_build(info_report):
     assert info_report["extension_with_cuda"] == ext.WITH_CUDA
     assert info_report["extension_cuda_archs"] == ext.CUDA_ARCHS
     assert list(info_report["ops"]) == list(ops.OP_NAMES)
+    assert info_report["cuda_graphs_default"] == (info_report["ops"]["kv_cache_attention"]["CUDA"] == "native")
 
 
 def test_info_human_readable_runs():
