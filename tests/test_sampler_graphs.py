@@ -31,6 +31,14 @@ def test_greedy_samples_with_replayed_steps_are_exact(name, device):
     assert torch.equal(to_uint8(images).cpu(), reference_tensors(name)["out.greedy_raster_sample_u8"])
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_greedy_samples_on_cuda_without_graphs_are_exact(name):
+    # With the test above, tells a kernel bug from a graph bug.
+    images = sample_tiny(name, "cuda", cuda_graphs=False, greedy=True)
+    assert torch.equal(to_uint8(images).cpu(), reference_tensors(name)["out.greedy_raster_sample_u8"])
+
+
 @pytest.mark.parametrize("name", TINY_MODELS)
 def test_random_samples_with_replayed_steps_equal_the_plain_fast_path(name):
     # The draws happen between replays, on the same generator: same seed, same samples.
