@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import torch
 
 from fractal_ext.models import PUBLISHED_SAMPLING, FractalGen, build_model
+from fractal_ext.precision import AUTOCAST_DTYPES
 
 # Small enough for CI on 2 cores: FractalAR / FractalMAR-64 shapes scaled down, same recursion.
 REDUCED = {
@@ -36,13 +37,17 @@ class SamplingCase:
         return model.eval(), dict(settings)
 
     def run(self, model, settings, implementation, seed=0, precision="fp32", cuda_graphs=None):
+        """One sampling run. The eager path at a reduced precision runs under autocast, the way the
+        official evaluation samples on a GPU (with `torch.cuda.amp.autocast()`: fp16)."""
         device = next(model.parameters()).device
         labels = torch.arange(self.batch, device=device) % model.num_classes
         cond_list = model.build_cond_list(labels, settings["cfg"])
         generator = torch.Generator(device=device).manual_seed(seed)
-        return model.sample(cond_list, settings["num_iter_list"], settings["cfg"], settings["cfg_schedule"],
-                            settings["temperature"], settings["filter_threshold"], generator=generator,
-                            implementation=implementation, precision=precision, cuda_graphs=cuda_graphs)
+        eager_autocast = implementation == "eager" and precision != "fp32"
+        with torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision], enabled=eager_autocast):
+            return model.sample(cond_list, settings["num_iter_list"], settings["cfg"], settings["cfg_schedule"],
+                                settings["temperature"], settings["filter_threshold"], generator=generator,
+                                implementation=implementation, precision=precision, cuda_graphs=cuda_graphs)
 
 
 def timed(fn) -> float:

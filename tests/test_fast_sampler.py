@@ -110,19 +110,21 @@ def test_fast_sampler_keeps_its_buffers_between_runs():
 
 @pytest.mark.parametrize("name", ["tiny_ar", "tiny_mar4_gp"])
 def test_reduced_precision_sampling_runs_and_stays_close(name):
-    """bf16 autocast (the official code's GPU setting, opt-in on the CPU): images in range, and
-    the greedy raster sample close to the fp32 one (argmax flips may move a few pixels)."""
+    """bf16 / fp16 autocast (opt-in; the official evaluation samples under fp16 autocast on a GPU):
+    images in range, and the greedy raster sample close to the fp32 one (argmax flips may move a
+    few pixels)."""
     model = build_reference_model(name)
     args = reference_entry(name)["sample_args"]
     cond_list = model.build_cond_list(reference_tensors(name)["in.labels"], args["cfg"])
     images = {}
-    for precision in ("fp32", "bf16"):
+    for precision in ("fp32", "bf16", "fp16"):
         images[precision] = model.sample(cond_list, args["num_iter_list"], args["cfg"], args["cfg_schedule"],
                                          args["temperature"], args["filter_threshold"], greedy=True,
                                          raster_order=True, precision=precision)
-    assert images["bf16"].dtype == torch.float32 and torch.isfinite(images["bf16"]).all()
-    close = (to_uint8(images["bf16"]).int() - to_uint8(images["fp32"]).int()).abs() <= 8
-    assert close.float().mean() > 0.5
+    for precision in ("bf16", "fp16"):
+        assert images[precision].dtype == torch.float32 and torch.isfinite(images[precision]).all()
+        close = (to_uint8(images[precision]).int() - to_uint8(images["fp32"]).int()).abs() <= 8
+        assert close.float().mean() > 0.5
     with pytest.raises(ValueError, match="precision"):
         model.sample(cond_list, args["num_iter_list"], args["cfg"], args["cfg_schedule"], args["temperature"],
                      args["filter_threshold"], precision="int8")

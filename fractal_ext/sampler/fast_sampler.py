@@ -4,15 +4,13 @@ import torch
 from fractal_ext.models.ar import AR
 from fractal_ext.models.fractalgen import FractalGen, validate_sampling_args
 from fractal_ext.models.sampling_controls import SamplingControls
+from fractal_ext.precision import AUTOCAST_DTYPES
 from fractal_ext.sampler.ar import FastAR
 from fractal_ext.sampler.mar import FastMAR
 from fractal_ext.sampler.graphs import StepGraphs, use_graphs
 from fractal_ext.sampler.options import SamplingRun
 from fractal_ext.sampler.pixel_head import FastPixelHead
 from fractal_ext.sampler.workspace import Workspace
-
-
-AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class PixelHeadLevel:

@@ -18,12 +18,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from fractal_ext.configs import build_named_model
 from fractal_ext.data import build_dataset, collate_uint8, normalise, random_hflip
+from fractal_ext.precision import AUTOCAST_DTYPES
 from fractal_ext.training import checkpointing
 from fractal_ext.training.distributed import (DistInfo, all_gather_objects, all_reduce_mean, barrier, cleanup,
                                               init_distributed)
 from fractal_ext.training.optim import build_optimizer, lr_at, scaled_lr, set_lr
-
-AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLossError(RuntimeError):
