@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--raster_order", action="store_true", help="MAR levels in raster order")
     parser.add_argument("--implementation", choices=["fast", "eager"], default="fast")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                        help="fast path: auto = bf16 on CUDA (as the official code's autocast), fp32 on CPU")
+                        help="fast path: auto = fp16 on CUDA (the official evaluation's autocast), fp32 on CPU")
     parser.add_argument("--cuda_graphs", choices=["auto", "on", "off"], default="auto",
                         help="replay fixed-shape steps as CUDA graphs (auto: on for CUDA)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

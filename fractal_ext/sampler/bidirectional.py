@@ -28,7 +28,8 @@ def onednn_linear_available() -> bool:
         packed = torch.ops.mkldnn._reorder_linear_weight(weight, 3)
         ours = _linear(x, packed, bias)
     except (AttributeError, RuntimeError, NotImplementedError):
-        return False  # no oneDNN in this build, or an op signature this torch does not have: use the modules
+        # No oneDNN in this build, or an op signature this torch does not have: the modules run.
+        return False
     return torch.allclose(ours, F.linear(x, weight, bias), rtol=1e-4, atol=1e-5)
 
 

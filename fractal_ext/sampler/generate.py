@@ -32,10 +32,11 @@ def generate(model: FractalGen, labels, *, batch_size: int = 16, output: str = "
     `settings` override the model's defaults (`num_iter_list`, `cfg`, `cfg_schedule`,
     `temperature`, `filter_threshold`). `output`: "uint8" -> [B, H, W, 3] uint8, "normalised" ->
     [B, 3, H, W] float as `model.sample` returns. `progress` shows a bar over the level-0 steps.
-    `precision` ("fp32", "bf16", "fp16") applies to the fast path; "auto" is bf16 on CUDA, else fp32.
+    `precision` ("fp32", "bf16", "fp16") applies to the fast path; "auto" is fp16 on CUDA (the
+    official evaluation samples under fp16 autocast), else fp32.
     `cuda_graphs` (fast path): None replays fixed-shape steps as CUDA graphs on a GPU."""
     if precision == "auto":
-        precision = "bf16" if next(model.parameters()).is_cuda else "fp32"
+        precision = "fp16" if next(model.parameters()).is_cuda else "fp32"
     if output not in ("uint8", "normalised"):
         raise ValueError(f"output must be 'uint8' or 'normalised', got {output!r}")
     if batch_size < 1:
