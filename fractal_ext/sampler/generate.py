@@ -1,8 +1,8 @@
 """Labels in, images out: the convenience API over `FractalGen.sample`."""
 import torch
 
-from fractal_ext.images import to_uint8
 from fractal_ext.configs import SMALL_CONFIGS, SMALL_SAMPLING
+from fractal_ext.images import to_uint8
 from fractal_ext.models import PUBLISHED_SAMPLING, FractalGen
 from fractal_ext.models.config import FractalConfig, official_name
 from fractal_ext.models.sampling_controls import SamplingControls
