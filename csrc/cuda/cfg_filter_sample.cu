@@ -16,22 +16,16 @@
 namespace fractal_ext {
 namespace {
 
-constexpr int kWarpsPerBlock = 4;
 // Philox words reserved per row and call: one draw of 4 words at subsequence = row.
 constexpr uint64_t kPhiloxIncrement = 4;
 
 template <typename T, bool kOneChunk>
-__global__ void __launch_bounds__(kWarpsPerBlock * sampling::kWarpSize)
+__global__ void __launch_bounds__(sampling::kWarpsPerBlock * sampling::kWarpSize)
     cfg_filter_sample_kernel(const sampling::CfgFilterSampleParams p, const at::PhiloxCudaState philox) {
   uint64_t seed = 0;
   uint64_t offset = 0;
   if (!p.greedy) std::tie(seed, offset) = at::cuda::philox::unpack(philox);
-  const int lane = threadIdx.x % sampling::kWarpSize;
-  const int64_t first = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / sampling::kWarpSize;
-  const int64_t step = static_cast<int64_t>(gridDim.x) * kWarpsPerBlock;
-  for (int64_t row = first; row < p.rows; row += step) {
-    sampling::cfg_filter_sample_row<T, kOneChunk>(p, row, lane, seed, offset);
-  }
+  sampling::cfg_filter_sample_rows<T, kOneChunk>(p, seed, offset);
 }
 
 std::tuple<at::Tensor, at::Tensor> cfg_filter_sample_cuda(const at::Tensor& logits,
@@ -46,10 +40,7 @@ std::tuple<at::Tensor, at::Tensor> cfg_filter_sample_cuda(const at::Tensor& logi
   if (rows == 0) return {tokens, values};
   sampling::CfgFilterSampleParams p =
       make_cfg_filter_sample_params(logits, cfg, temperature, filter_threshold, channel, greedy, rows, tokens, values);
-  const int64_t element_size = logits.element_size();
-  p.vector_loads = reinterpret_cast<uintptr_t>(p.logits) % (4 * element_size) == 0 &&
-                   p.logits_row_stride % sampling::kGroupWidth == 0;
-
+  p.vector_loads = sampling::logits_vector_loads(p.logits, p.logits_row_stride, logits.element_size());
   at::PhiloxCudaState philox;
   if (!greedy) {
     auto* gen = at::get_generator_or_default<at::CUDAGeneratorImpl>(
@@ -57,9 +48,8 @@ std::tuple<at::Tensor, at::Tensor> cfg_filter_sample_cuda(const at::Tensor& logi
     std::lock_guard<std::mutex> lock(gen->mutex_);
     philox = gen->philox_cuda_state(kPhiloxIncrement);
   }
-  const int64_t blocks_needed = (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
-  const dim3 grid(static_cast<unsigned>(std::min<int64_t>(blocks_needed, int64_t{1} << 30)));
-  const dim3 block(kWarpsPerBlock * sampling::kWarpSize);
+  const dim3 grid(static_cast<unsigned>(sampling::cfg_filter_sample_blocks(rows)));
+  const dim3 block(sampling::kWarpsPerBlock * sampling::kWarpSize);
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const bool one_chunk = p.vocab <= sampling::kChunkSpan;
   FRACTAL_DISPATCH_LOGITS(logits.scalar_type(), "cfg_filter_sample_cuda", [&] {

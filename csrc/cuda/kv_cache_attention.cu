@@ -5,34 +5,19 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <vector>
 
-#include "checks.h"
+#include "cuda/cuda_type.cuh"
 
 // A cache overflow is detected on the device, without a host synchronisation: the kernel stops
 // with this assertion (always compiled in, also with NDEBUG) and the next CUDA call raises.
 #define FRACTAL_DEVICE_ASSERT(cond, msg) CUDA_KERNEL_ASSERT_MSG(cond, msg)
 #include "kernels/kv_cache_attention_decode.cuh"
+#include "kv_cache_attention_binding.h"
 
 namespace fractal_ext {
-
-// Defined in csrc/cpu/kv_cache_attention.cpp, which every build compiles.
-void check_kv_cache_attention_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                     const at::Tensor& k_cache, const at::Tensor& v_cache,
-                                     const at::Tensor& cache_seqlens);
-KvCacheAttentionParams make_kv_cache_attention_params(const at::Tensor& q, const at::Tensor& k,
-                                                      const at::Tensor& v, at::Tensor& k_cache,
-                                                      at::Tensor& v_cache,
-                                                      const at::Tensor& cache_seqlens,
-                                                      double scale, at::Tensor& out);
-
 namespace {
-
-constexpr int kMaxHeadDim = 256;
-constexpr int kHeadDimMultiple = 8;
-constexpr int kMinWarpsPerBlock = 4;
 
 // Streaming multiprocessors of each device, queried once (an attribute query, no synchronisation).
 int64_t multiprocessor_count(c10::DeviceIndex device) {
@@ -47,70 +32,20 @@ int64_t multiprocessor_count(c10::DeviceIndex device) {
   return counts.at(device);
 }
 
-bool is_16_byte_aligned(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
-
-// True when every row of q, k and v starts on a 16-byte boundary, so the kernel can read them
-// with vector loads (always the case for contiguous tensors and for views of a fused qkv).
-bool inputs_vectorizable(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                         int64_t elems_per_vec) {
-  for (const at::Tensor* x : {&q, &k, &v}) {
-    if (!is_16_byte_aligned(x->data_ptr())) return false;
-    for (int d = 0; d < 3; ++d) {
-      if (x->size(d) > 1 && x->stride(d) % elems_per_vec != 0) return false;
-    }
-  }
-  return true;
-}
-
-template <typename T, int kGroup, int kVecsPerLane>
+template <typename T>
 void launch_decode(const KvCacheAttentionParams& p, bool inputs_vectorized, int64_t sm_count,
                    cudaStream_t stream) {
   using namespace kv_attention;
-  constexpr int kKeysPerWarpStep = (kWarpSize / kGroup) * kUnroll;
-  const int64_t pairs = p.batch * p.heads;
-  // Split a pair over more warps while the GPU has few warps to run and each warp still gets
-  // at least two loop steps of keys (the cache length bounds the visible prefix; the real
-  // prefix lengths stay on the device).
-  const int64_t target_warps = sm_count * 16;
-  int warps_per_pair = 1;
-  while (warps_per_pair < kMaxWarpsPerPair && pairs * warps_per_pair * 2 <= target_warps &&
-         p.max_len > int64_t{kKeysPerWarpStep} * warps_per_pair * 2) {
-    warps_per_pair *= 2;
-  }
-  const int warps_per_block = std::max(kMinWarpsPerBlock, warps_per_pair);
-  const int pairs_per_block = warps_per_block / warps_per_pair;
-  const int64_t blocks = (pairs + pairs_per_block - 1) / pairs_per_block;
-  TORCH_CHECK(blocks <= int64_t{0x7fffffff}, "kv_cache_attention: batch * heads = ", pairs,
-              " is too large for one launch");
-  const size_t shared_bytes =
-      warps_per_pair > 1 ? sizeof(float) * warps_per_block * (p.head_dim + 2) : 0;
-  kv_cache_attention_decode_kernel<T, kGroup, kVecsPerLane>
-      <<<static_cast<unsigned>(blocks), warps_per_block * kWarpSize, shared_bytes, stream>>>(
-          p, warps_per_pair, inputs_vectorized);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
-
-// Picks the lane-group size: the smallest power of two of lanes that holds one head_dim row in
-// 16-byte vectors (at least 2 lanes; two vectors per lane for float rows longer than 128).
-template <typename T>
-void launch_for_head_dim(const KvCacheAttentionParams& p, bool inputs_vectorized,
-                         int64_t sm_count, cudaStream_t stream) {
-  const int64_t vecs_per_row = p.head_dim / kv_attention::Vec<T>::kElems;
-  if (vecs_per_row <= 2) {
-    launch_decode<T, 2, 1>(p, inputs_vectorized, sm_count, stream);
-  } else if (vecs_per_row <= 4) {
-    launch_decode<T, 4, 1>(p, inputs_vectorized, sm_count, stream);
-  } else if (vecs_per_row <= 8) {
-    launch_decode<T, 8, 1>(p, inputs_vectorized, sm_count, stream);
-  } else if (vecs_per_row <= 16) {
-    launch_decode<T, 16, 1>(p, inputs_vectorized, sm_count, stream);
-  } else if (vecs_per_row <= 32) {
-    launch_decode<T, 32, 1>(p, inputs_vectorized, sm_count, stream);
-  } else if constexpr (sizeof(T) == 4) {
-    launch_decode<T, 32, 2>(p, inputs_vectorized, sm_count, stream);
-  } else {
-    TORCH_CHECK(false, "kv_cache_attention: head_dim ", p.head_dim, " is too large");
-  }
+  const bool launched = dispatch_decode_shape<T>(p.head_dim, [&]<int kGroup, int kVecsPerLane>() {
+    const DecodeLaunch shape = plan_decode_launch<kGroup>(p, sm_count);
+    TORCH_CHECK(shape.blocks <= int64_t{0x7fffffff}, "kv_cache_attention: batch * heads = ",
+                p.batch * p.heads, " is too large for one launch");
+    kv_cache_attention_decode_kernel<T, kGroup, kVecsPerLane>
+        <<<static_cast<unsigned>(shape.blocks), shape.warps_per_block * kWarpSize, shape.shared_bytes,
+           stream>>>(p, shape.warps_per_pair, inputs_vectorized);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  TORCH_CHECK(launched, "kv_cache_attention: head_dim ", p.head_dim, " is too large");
 }
 
 }  // namespace
@@ -122,14 +57,7 @@ at::Tensor kv_cache_attention_cuda(const at::Tensor& q, const at::Tensor& k, con
                                    at::Tensor& k_cache, at::Tensor& v_cache,
                                    const at::Tensor& cache_seqlens, double scale) {
   check_kv_cache_attention_inputs(q, k, v, k_cache, v_cache, cache_seqlens);
-  const int64_t head_dim = q.size(3);
-  TORCH_CHECK(head_dim % kHeadDimMultiple == 0 && head_dim <= kMaxHeadDim,
-              "kv_cache_attention: on CUDA the head dimension of q must be a multiple of ",
-              kHeadDimMultiple, " and at most ", kMaxHeadDim, ", got shape ", q.sizes());
-  TORCH_CHECK(is_16_byte_aligned(k_cache.data_ptr()),
-              "kv_cache_attention: k_cache must start on a 16-byte boundary");
-  TORCH_CHECK(is_16_byte_aligned(v_cache.data_ptr()),
-              "kv_cache_attention: v_cache must start on a 16-byte boundary");
+  check_kv_cache_attention_kernel_inputs(q, k_cache, v_cache);
   const c10::cuda::CUDAGuard device_guard(q.device());
   at::Tensor out = at::empty(q.sizes(), q.options());
   if (out.numel() == 0) return out;
@@ -140,21 +68,11 @@ at::Tensor kv_cache_attention_cuda(const at::Tensor& q, const at::Tensor& k, con
   // cuSPARSE headers).
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int64_t sm_count = multiprocessor_count(q.device().index());
-  const int64_t elems_per_vec = 16 / q.element_size();
-  const bool vectorized = inputs_vectorizable(q, k, v, elems_per_vec);
-  switch (q.scalar_type()) {
-    case at::kFloat:
-      launch_for_head_dim<float>(params, vectorized, sm_count, stream);
-      break;
-    case at::kHalf:
-      launch_for_head_dim<__half>(params, vectorized, sm_count, stream);
-      break;
-    case at::kBFloat16:
-      launch_for_head_dim<__nv_bfloat16>(params, vectorized, sm_count, stream);
-      break;
-    default:
-      TORCH_CHECK(false, "kv_cache_attention: unsupported dtype ", q.scalar_type());
-  }
+  const bool vectorized = kv_inputs_vectorizable(q, k, v);
+  const bool dispatched = dispatch_cuda_float_type(q.scalar_type(), [&](auto type) {
+    launch_decode<decltype(type)>(params, vectorized, sm_count, stream);
+  });
+  TORCH_CHECK(dispatched, "kv_cache_attention: unsupported dtype ", q.scalar_type());
   return out;
 }
 

@@ -1,6 +1,6 @@
-// CUDA device code of cfg_filter_sample: one warp per output row (row pair with guidance).
-// Torch-free; the thin binding is csrc/cuda/cfg_filter_sample.cu. Semantics:
-// csrc/kernels/cfg_filter_sample.h.
+// CUDA device code of cfg_filter_sample: one warp per output row (row pair with guidance), and its
+// launch shape. Torch-free; the thin binding is csrc/cuda/cfg_filter_sample.cu, and
+// tests/cuda_emulator runs the same code on the CPU. Semantics: csrc/kernels/cfg_filter_sample.h.
 //
 // The vocabulary is walked in chunks of 256 values; in a chunk, lane l holds 8 values as two
 // groups of 4 consecutive tokens, at columns 4l .. 4l+3 and 128 + 4l .. 128 + 4l+3, so every load
@@ -29,6 +29,7 @@ constexpr int kLaneItems = kGroupWidth * kGroups;              // 8 values per l
 constexpr int kGroupSpan = kWarpSize * kGroupWidth;            // 128 tokens per group
 constexpr int64_t kChunkSpan = kGroupSpan * kGroups;           // 256 tokens per chunk
 constexpr unsigned kFullMask = 0xffffffffu;
+constexpr int kWarpsPerBlock = 4;
 
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
@@ -289,6 +290,29 @@ __device__ void cfg_filter_sample_row(const CfgFilterSampleParams& p, int64_t ro
     p.tokens[row] = token < 0 ? 0 : token;
     p.values[row] = token < 0 ? NAN : pixel_value(token, p.pixel_mean, p.pixel_std);
   }
+}
+
+// The kernel body: every warp of the grid takes rows warp, warp + warps, ... (seed, offset): torch's
+// Philox state, unused when greedy.
+template <typename T, bool kOneChunk>
+__device__ void cfg_filter_sample_rows(const CfgFilterSampleParams& p, uint64_t seed, uint64_t offset) {
+  const int lane = threadIdx.x % kWarpSize;
+  const int64_t first = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / kWarpSize;
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x / kWarpSize;
+  for (int64_t row = first; row < p.rows; row += step) cfg_filter_sample_row<T, kOneChunk>(p, row, lane, seed, offset);
+}
+
+// ---- launch shape (host code) ---------------------------------------------------------------
+
+// Blocks of kWarpsPerBlock warps for `rows` rows: one warp a row up to 2^30 blocks, then grid-stride.
+inline int64_t cfg_filter_sample_blocks(int64_t rows) {
+  const int64_t needed = (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
+  return needed < (int64_t{1} << 30) ? needed : (int64_t{1} << 30);
+}
+
+// Whether every row of logits can be read 4 values at a time (a float4, or 8 bytes of halves).
+inline bool logits_vector_loads(const void* logits, int64_t row_stride, int64_t element_size) {
+  return reinterpret_cast<uintptr_t>(logits) % (kGroupWidth * element_size) == 0 && row_stride % kGroupWidth == 0;
 }
 
 }  // namespace fractal_ext::sampling

@@ -1,5 +1,7 @@
-// CUDA decode kernel of kv_cache_attention. Torch-free: the binding (csrc/cuda/) checks inputs,
-// picks the launch shape and may define FRACTAL_DEVICE_ASSERT before including this header.
+// CUDA decode kernel of kv_cache_attention and its launch shape. Torch-free: the binding
+// (csrc/cuda/) checks inputs, launches with the shape planned at the end of this file and may
+// define FRACTAL_DEVICE_ASSERT before including it; tests/cuda_emulator runs the same kernel and
+// plan on the CPU.
 //
 // Work split: every (batch, head) pair is served by `warps_per_pair` warps of one block (one
 // warp for short caches and many pairs, up to 8 for long caches and few pairs). A warp is cut
@@ -345,6 +347,69 @@ __global__ void __launch_bounds__(kMaxThreadsPerBlock)
       }
     }
   }
+}
+
+// ---- launch shape (host code) ---------------------------------------------------------------
+
+struct DecodeLaunch {
+  int warps_per_pair;
+  int warps_per_block;
+  int64_t blocks;
+  size_t shared_bytes;  // dynamic shared memory: the merge slots of multi-warp pairs
+};
+
+constexpr int kMinWarpsPerBlock = 4;
+
+// Splits a pair over more warps while the GPU (sm_count multiprocessors) has few warps to run and
+// each warp still gets at least two loop steps of keys (the cache length bounds the visible prefix;
+// the real prefix lengths stay on the device).
+template <int kGroup>
+inline DecodeLaunch plan_decode_launch(const KvCacheAttentionParams& p, int64_t sm_count) {
+  constexpr int kKeysPerWarpStep = (kWarpSize / kGroup) * kUnroll;
+  const int64_t pairs = p.batch * p.heads;
+  const int64_t target_warps = sm_count * 16;
+  DecodeLaunch shape{};
+  shape.warps_per_pair = 1;
+  while (shape.warps_per_pair < kMaxWarpsPerPair && pairs * shape.warps_per_pair * 2 <= target_warps &&
+         p.max_len > int64_t{kKeysPerWarpStep} * shape.warps_per_pair * 2) {
+    shape.warps_per_pair *= 2;
+  }
+  shape.warps_per_block = shape.warps_per_pair > kMinWarpsPerBlock ? shape.warps_per_pair : kMinWarpsPerBlock;
+  const int pairs_per_block = shape.warps_per_block / shape.warps_per_pair;
+  shape.blocks = (pairs + pairs_per_block - 1) / pairs_per_block;
+  shape.shared_bytes =
+      shape.warps_per_pair > 1 ? sizeof(float) * shape.warps_per_block * (p.head_dim + 2) : 0;
+  return shape;
+}
+
+// Calls launch.template operator()<kGroup, kVecsPerLane>() with the lane-group size for T and
+// head_dim: the smallest power of two of lanes that holds one head_dim row in 16-byte vectors (at
+// least 2 lanes; two vectors per lane for float rows longer than 128). False when head_dim is too
+// large for T.
+template <typename T, typename Launch>
+inline bool dispatch_decode_shape(int64_t head_dim, Launch&& launch) {
+  const int64_t vecs_per_row = head_dim / Vec<T>::kElems;
+  if (vecs_per_row <= 2) {
+    launch.template operator()<2, 1>();
+  } else if (vecs_per_row <= 4) {
+    launch.template operator()<4, 1>();
+  } else if (vecs_per_row <= 8) {
+    launch.template operator()<8, 1>();
+  } else if (vecs_per_row <= 16) {
+    launch.template operator()<16, 1>();
+  } else if (vecs_per_row <= 32) {
+    launch.template operator()<32, 1>();
+  } else {
+    // Two vectors per lane only for float (half rows of 256 fit in one); not instantiated otherwise.
+    if constexpr (sizeof(T) == 4) {
+      if (vecs_per_row <= 64) {
+        launch.template operator()<32, 2>();
+        return true;
+      }
+    }
+    return false;
+  }
+  return true;
 }
 
 }  // namespace kv_attention

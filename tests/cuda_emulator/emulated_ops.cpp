@@ -1,0 +1,238 @@
+// The CUDA kernels of csrc/kernels/, run on CPU tensors by the emulator of runtime.h, behind the
+// same checks and host-side launch decisions as the CUDA bindings of csrc/cuda/ (the headers they
+// share). Outputs start poisoned (NaN, or -7 for ids), as memory from at::empty on a GPU holds
+// garbage, so an element no thread writes shows.
+//
+// `sm_count` stands for the GPU's multiprocessor count where a binding sizes its grid by it (132
+// on an H200); small values force grid-stride loops, few pairs force multi-warp attention.
+#include <torch/extension.h>
+
+#include <limits>
+#include <map>
+#include <optional>
+#include <tuple>
+
+#include "runtime.h"
+
+#include "kernels/cfg_filter_sample_warp.cuh"
+#include "kernels/kv_cache_attention_decode.cuh"
+#include "kernels/patchify_gather.cuh"
+#undef __CUDA_ARCH__
+
+#include "cfg_filter_sample_binding.h"
+#include "cuda/cuda_type.cuh"
+#include "kv_cache_attention_binding.h"
+#include "patchify_gather.h"
+#include "patchify_gather_cuda_plan.h"
+
+// The storage of the decode kernel's `extern __shared__ float merge_slots[]`.
+namespace fractal_ext::kv_attention {
+alignas(16) float merge_slots[48 * 1024 / sizeof(float)];
+}
+
+namespace {
+
+using namespace fractal_ext;
+namespace py = pybind11;
+
+std::span<std::byte> no_shared() { return {}; }
+
+void poison(at::Tensor& t) {
+  if (t.is_floating_point()) {
+    t.fill_(std::numeric_limits<double>::quiet_NaN());
+  } else {
+    t.fill_(-7);
+  }
+}
+
+// ---- kv_cache_attention ------------------------------------------------------------------------
+
+std::tuple<at::Tensor, py::dict> kv_cache_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                    at::Tensor k_cache, at::Tensor v_cache,
+                                                    const at::Tensor& cache_seqlens, double scale,
+                                                    int64_t sm_count) {
+  check_kv_cache_attention_inputs(q, k, v, k_cache, v_cache, cache_seqlens);
+  check_kv_cache_attention_kernel_inputs(q, k_cache, v_cache);
+  at::Tensor out = at::empty(q.sizes(), q.options());
+  py::dict plan;
+  if (out.numel() == 0) return {out, plan};
+  poison(out);
+  const KvCacheAttentionParams p = make_kv_cache_attention_params(q, k, v, k_cache, v_cache, cache_seqlens, scale, out);
+  const bool vectorized = kv_inputs_vectorizable(q, k, v);
+  plan["inputs_vectorized"] = vectorized;
+  const auto shared = std::as_writable_bytes(std::span(kv_attention::merge_slots));
+  dispatch_cuda_float_type(q.scalar_type(), [&](auto type) {
+    using T = decltype(type);
+    const bool launched = kv_attention::dispatch_decode_shape<T>(p.head_dim, [&]<int kGroup, int kVecsPerLane>() {
+      const kv_attention::DecodeLaunch shape = kv_attention::plan_decode_launch<kGroup>(p, sm_count);
+      plan["group"] = kGroup;
+      plan["vecs_per_lane"] = kVecsPerLane;
+      plan["warps_per_pair"] = shape.warps_per_pair;
+      plan["blocks"] = shape.blocks;
+      cuda_emulator::launch(dim3(shape.blocks), dim3(shape.warps_per_block * kv_attention::kWarpSize),
+                            shape.shared_bytes, shared, [&] {
+                              kv_attention::kv_cache_attention_decode_kernel<T, kGroup, kVecsPerLane>(
+                                  p, shape.warps_per_pair, vectorized);
+                            });
+    });
+    TORCH_CHECK(launched, "kv_cache_attention: head_dim ", p.head_dim, " is too large");
+  });
+  return {out, plan};
+}
+
+// ---- cfg_filter_sample ---------------------------------------------------------------------------
+
+std::tuple<at::Tensor, at::Tensor, py::dict> cfg_filter_sample(const at::Tensor& logits,
+                                                               const std::optional<at::Tensor>& cfg, double temperature,
+                                                               double filter_threshold, int64_t channel, bool greedy,
+                                                               uint64_t seed, uint64_t offset) {
+  const int64_t rows = check_cfg_filter_sample_args(logits, cfg, temperature, channel);
+  at::Tensor tokens = at::empty({rows}, logits.options().dtype(at::kLong));
+  at::Tensor values = at::empty({rows}, logits.options().dtype(at::kFloat));
+  py::dict plan;
+  if (rows == 0) return {tokens, values, plan};
+  poison(tokens);
+  poison(values);
+  sampling::CfgFilterSampleParams p =
+      make_cfg_filter_sample_params(logits, cfg, temperature, filter_threshold, channel, greedy, rows, tokens, values);
+  p.vector_loads = sampling::logits_vector_loads(p.logits, p.logits_row_stride, logits.element_size());
+  const bool one_chunk = p.vocab <= sampling::kChunkSpan;
+  plan["vector_loads"] = p.vector_loads;
+  plan["one_chunk"] = one_chunk;
+  const dim3 grid(static_cast<unsigned>(sampling::cfg_filter_sample_blocks(rows)));
+  const dim3 block(sampling::kWarpsPerBlock * sampling::kWarpSize);
+  dispatch_cuda_float_type(logits.scalar_type(), [&](auto type) {
+    using T = decltype(type);
+    cuda_emulator::launch(grid, block, 0, no_shared(), [&] {
+      if (one_chunk) {
+        sampling::cfg_filter_sample_rows<T, true>(p, seed, offset);
+      } else {
+        sampling::cfg_filter_sample_rows<T, false>(p, seed, offset);
+      }
+    });
+  });
+  return {tokens, values, plan};
+}
+
+// The uniform that drives row r's draw, for r < rows.
+at::Tensor row_uniforms(uint64_t seed, uint64_t offset, int64_t rows) {
+  at::Tensor out = at::empty({rows}, at::kDouble);
+  for (int64_t r = 0; r < rows; ++r) out[r] = sampling::row_uniform(seed, offset, r);
+  return out;
+}
+
+// ---- patchify / unpatchify -----------------------------------------------------------------------
+
+template <bool kToPatches>
+py::dict launch_patchify(const at::Tensor& image, const at::Tensor& patches, int64_t patch_size, int64_t sm_count) {
+  const patchify_gather::PatchifyPlan plan = patchify_gather::plan_patchify(image, patches, patch_size);
+  const kernels::PatchifyParams& p = plan.params;
+  const dim3 grid(static_cast<unsigned>(patchify_gather::grid_blocks(p.num_units, sm_count)));
+  patchify_gather::dispatch_unit(p.vec * p.element_size, [&](auto unit) {
+    using Unit = decltype(unit);
+    cuda_emulator::launch(grid, dim3(kernels::kThreadsPerBlock), 0, no_shared(), [&] {
+      if (plan.index32) {
+        kernels::patchify_kernel<Unit, uint32_t, kToPatches>(p);
+      } else {
+        kernels::patchify_kernel<Unit, uint64_t, kToPatches>(p);
+      }
+    });
+  });
+  py::dict info;
+  info["vec"] = p.vec;
+  info["blocks"] = grid.x;
+  return info;
+}
+
+std::tuple<at::Tensor, py::dict> patchify(const at::Tensor& images, int64_t patch_size, int64_t sm_count) {
+  at::Tensor patches = at::empty(patchify_gather::patchify_output_sizes(images, patch_size), images.options());
+  if (patches.numel() == 0) return {patches, py::dict()};
+  poison(patches);
+  return {patches, launch_patchify<true>(images, patches, patch_size, sm_count)};
+}
+
+std::tuple<at::Tensor, py::dict> unpatchify(const at::Tensor& patches, int64_t patch_size, int64_t sm_count) {
+  at::Tensor images = at::empty(patchify_gather::unpatchify_output_sizes(patches, patch_size), patches.options());
+  if (images.numel() == 0) return {images, py::dict()};
+  poison(images);
+  return {images, launch_patchify<false>(images, patches, patch_size, sm_count)};
+}
+
+// ---- four-neighbour gather -------------------------------------------------------------------
+
+std::tuple<at::Tensor, py::dict> gather_neighbour_conditions(const at::Tensor& conditions,
+                                                             const at::Tensor& batch_index,
+                                                             const at::Tensor& token_index, int64_t sm_count) {
+  const int64_t side = patchify_gather::check_gather(conditions, batch_index, token_index);
+  const int64_t selected = batch_index.size(0);
+  at::Tensor out = at::empty({5, selected, conditions.size(2)}, conditions.options());
+  if (out.numel() == 0) return {out, py::dict()};
+  poison(out);
+  const patchify_gather::GatherPlan plan = patchify_gather::plan_gather(conditions, batch_index, token_index, side, out);
+  const dim3 grid(static_cast<unsigned>(patchify_gather::grid_blocks(5 * selected * kernels::kWarpSize, sm_count)));
+  patchify_gather::dispatch_unit(plan.unit_bytes, [&](auto unit) {
+    using Unit = decltype(unit);
+    cuda_emulator::launch(grid, dim3(kernels::kThreadsPerBlock), 0, no_shared(),
+                          [&] { kernels::gather_neighbours_kernel<Unit>(plan.params); });
+  });
+  py::dict info;
+  info["unit_bytes"] = plan.unit_bytes;
+  return {out, info};
+}
+
+std::tuple<at::Tensor, py::dict> gather_neighbour_conditions_backward(const at::Tensor& grad,
+                                                                      const at::Tensor& batch_index,
+                                                                      const at::Tensor& token_index, int64_t batch_size,
+                                                                      int64_t seq_len, int64_t sm_count) {
+  const int64_t side = patchify_gather::check_gather_backward(grad, batch_index, token_index, batch_size, seq_len);
+  const int64_t channels = grad.size(2), selected = grad.size(1);
+  const bool low_precision = grad.scalar_type() == at::kHalf || grad.scalar_type() == at::kBFloat16;
+  auto sums = at::zeros({batch_size, seq_len, channels},
+                        grad.options().dtype(low_precision ? at::kFloat : grad.scalar_type()));
+  if (sums.numel() == 0 || selected == 0) return {sums.to(grad.scalar_type()), py::dict()};
+  const patchify_gather::GatherBackwardPlan plan =
+      patchify_gather::plan_gather_backward(grad, batch_index, token_index, side, sums);
+  const dim3 grid(static_cast<unsigned>(patchify_gather::grid_blocks(5 * selected * kernels::kWarpSize, sm_count)));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "gather_backward_emulated", [&] {
+    using T = typename CudaType<scalar_t>::type;
+    using Acc = std::conditional_t<sizeof(T) == 2, float, T>;
+    constexpr int kVec = 16 / sizeof(T);
+    cuda_emulator::launch(grid, dim3(kernels::kThreadsPerBlock), 0, no_shared(), [&] {
+      if (plan.vectorised) {
+        kernels::gather_neighbours_backward_kernel<T, Acc, kVec>(plan.params);
+      } else {
+        kernels::gather_neighbours_backward_kernel<T, Acc, 1>(plan.params);
+      }
+    });
+  });
+  py::dict info;
+  info["vectorised"] = plan.vectorised;
+  return {low_precision ? sums.to(grad.scalar_type()) : sums, info};
+}
+
+}  // namespace
+
+// Kernels that check the emulator itself (defined in self_test_kernels.cpp).
+at::Tensor emulator_self_test(const std::string& name);
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "fractal_ext's CUDA kernels run on the CPU by an emulator of the CUDA execution model (tests only)";
+  m.def("kv_cache_attention", &kv_cache_attention);
+  m.def("cfg_filter_sample", &cfg_filter_sample);
+  m.def("row_uniforms", &row_uniforms);
+  m.def("patchify", &patchify);
+  m.def("unpatchify", &unpatchify);
+  m.def("gather_neighbour_conditions", &gather_neighbour_conditions);
+  m.def("gather_neighbour_conditions_backward", &gather_neighbour_conditions_backward);
+  m.def("take_device_assertions", &cuda_emulator::take_device_assertions);
+  m.def("set_schedule", [](const std::string& order, uint64_t seed) {
+    const std::map<std::string, cuda_emulator::Schedule> orders = {
+        {"in_order", cuda_emulator::Schedule::kInOrder},
+        {"reverse", cuda_emulator::Schedule::kReverse},
+        {"shuffled", cuda_emulator::Schedule::kShuffled}};
+    const auto it = orders.find(order);
+    TORCH_CHECK(it != orders.end(), "set_schedule: order must be in_order, reverse or shuffled, got ", order);
+    cuda_emulator::set_schedule(it->second, seed);
+  });
+  m.def("self_test", &emulator_self_test);
+}
