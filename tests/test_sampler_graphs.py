@@ -5,6 +5,7 @@ import torch
 
 from fractal_ext import ops
 from fractal_ext.images import to_uint8
+from fractal_ext.sampler import mar as mar_sampler
 from fractal_ext.sampler.graphs import StepGraph, StepGraphs, use_graphs
 from reference_models import build_reference_model, reference_entry, reference_tensors
 
@@ -37,6 +38,15 @@ def test_greedy_samples_on_cuda_without_graphs_are_exact(name):
     # With the test above, tells a kernel bug from a graph bug.
     images = sample_tiny(name, "cuda", cuda_graphs=False, greedy=True)
     assert torch.equal(to_uint8(images).cpu(), reference_tensors(name)["out.greedy_raster_sample_u8"])
+
+
+@pytest.mark.parametrize("name", ["tiny_mar", "tiny_mar4_gp"])
+def test_greedy_samples_replaying_the_mar_pass_a_gpu_replays(name, monkeypatch):
+    # The CPU's fp32 MAR pass is oneDNN's; this replays (and rehearses the capture of) the pass of
+    # the model's own modules, the one CUDA captures.
+    monkeypatch.setattr(mar_sampler, "runs_onednn_pass", lambda x: False)
+    images = sample_tiny(name, "cpu", cuda_graphs=True, greedy=True)
+    assert torch.equal(to_uint8(images), reference_tensors(name)["out.greedy_raster_sample_u8"])
 
 
 @pytest.mark.parametrize("name", TINY_MODELS)
@@ -111,3 +121,43 @@ def test_no_graphs_where_the_attention_runs_as_its_pytorch_reference(monkeypatch
     assert not use_graphs(False, torch.device("cuda")) and use_graphs(True, torch.device("cpu"))
     with pytest.raises(ValueError, match="cuda_graphs=True needs fractal_ext's CUDA kernels"):
         use_graphs(True, torch.device("cuda"))
+
+
+def _item(x):
+    return x * x.sum().item()
+
+
+def _nonzero(x):
+    return x[x.nonzero()[:, 0]]
+
+
+def _mask_index(x):
+    return x[x > 0]
+
+
+def _draw(x):
+    return x + torch.rand_like(x)
+
+
+def _sample(x):
+    return ops.cfg_filter_sample(x, None, 1.0, 1e-4, 0, False, None)[1]
+
+
+def _branch(x):
+    return x if x.max() > 0 else -x
+
+
+@pytest.mark.parametrize("step, why", [
+    (_item, "reads tensor values on the host"), (_nonzero, "reads tensor values on the host"),
+    (_mask_index, "boolean mask"), (_draw, "draws random numbers"), (_sample, "draws random numbers"),
+    (_branch, "reads tensor values on the host"),
+])
+def test_cpu_capture_refuses_what_a_cuda_graph_capture_refuses(step, why):
+    # The CPU's stand-in for the capture: the steps of the samplers above run under it too.
+    with pytest.raises(RuntimeError, match=why):
+        StepGraph(step, [torch.randn(4, 8)])
+
+
+def test_cpu_capture_accepts_a_step_without_host_reads():
+    step = lambda x: ops.cfg_filter_sample(x, None, 1.0, 1e-4, 0, True, None)[1] + x[torch.tensor([0, 2])].sum()
+    StepGraph(step, [torch.randn(4, 8)])

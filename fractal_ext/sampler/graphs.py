@@ -16,11 +16,13 @@ sampler draws between replays, so a graph never has to replay a generator's stat
 
 On the CPU there is no graph: when asked for (`cuda_graphs=True`), the step function runs on the
 static buffers and its result is copied into the output buffer, the same data flow as a replay,
-so that CPU tests check the buffer handling the GPU path relies on.
+so that CPU tests check the buffer handling the GPU path relies on; its first run, the one a GPU
+would capture, refuses what a capture refuses (`CaptureRehearsal`).
 """
 import torch
 
 from fractal_ext import ops
+from fractal_ext.sampler.capture_rehearsal import CaptureRehearsal
 
 
 class StepGraph:
@@ -43,7 +45,8 @@ class StepGraph:
             with torch.cuda.graph(self.graph):
                 self.static_output = fn(*self.static_inputs)
         else:
-            self.static_output = fn(*self.static_inputs).clone()
+            with CaptureRehearsal():
+                self.static_output = fn(*self.static_inputs).clone()
 
     def __call__(self, *inputs):
         for static, x in zip(self.static_inputs, inputs):
