@@ -3,8 +3,11 @@ ops: indexing, vector widths, warp collectives, multi-warp merges, grid-stride l
 assertions are checked without a GPU. The emulated entry points make the same input checks and
 host-side launch decisions as csrc/cuda/ (shared headers); only the launch itself differs.
 
-What the emulator cannot show (the memory model, real timing, the hardware's approximate __expf)
-stays with the CUDA tests of the other files, run on a GPU by benchmarks/gpu_check.sh.
+Each tensor a kernel touches sits against an inaccessible page (a stand-in for compute-sanitizer's
+memcheck: an access just out of bounds stops the test process with SIGSEGV, a stray write into the
+few bytes before the page is reported). What the emulator cannot show (the memory model, real
+timing, the hardware's approximate __expf) stays with the CUDA tests of the other files, run on a
+GPU by benchmarks/gpu_check.sh.
 """
 import math
 
@@ -18,17 +21,22 @@ H200_SMS = 132
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 
 
-@pytest.fixture(scope="module", params=["in_order", "reverse", "shuffled"])
+@pytest.fixture(scope="module", params=[("in_order", "tail"), ("reverse", "head"), ("shuffled", "tail")],
+                ids=lambda p: f"{p[0]}-{p[1]}_fenced")
 def emu(request):
     """The emulated kernels, with the threads of a block run in each of three orders (a race
-    shows only when the reading thread runs before the writing one)."""
+    shows only when the reading thread runs before the writing one), every tensor against an
+    inaccessible page at its end or its start (an access just past it faults)."""
     module, why = emulated_cuda.load()
     if module is None:
         pytest.skip(why)
+    order, fence = request.param
     module.take_device_assertions()
-    module.set_schedule(request.param, 2026)
+    module.set_schedule(order, 2026)
+    module.set_fence_side(fence)
     yield module
     module.set_schedule("in_order", 0)
+    module.set_fence_side("tail")
 
 
 @pytest.fixture(autouse=True)
@@ -206,12 +214,15 @@ def test_cfg_filter_sample_rows_without_a_distribution(emu):
         assert tokens[:4].tolist() == [0, 0, 0, 0] and values[:4].isnan().all()
 
 
-def test_cfg_filter_sample_strided_rows_load_element_wise(emu):
+@pytest.mark.parametrize("width, columns, vector_loads", [
+    (259, slice(1, 257), False),  # rows 4 bytes off 16-byte alignment: element-wise loads
+    (40, slice(0, 37), True),  # aligned rows whose last group of 4 is cut short by the vocabulary
+])
+def test_cfg_filter_sample_strided_rows(emu, width, columns, vector_loads):
     torch.manual_seed(4)
-    wide = torch.randn(6, 259)
-    logits = wide[:, 1:257]  # rows 4 bytes off 16-byte alignment
+    logits = torch.randn(6, width)[:, columns]
     tokens, _, plan = emu.cfg_filter_sample(logits, torch.full((3,), 2.0), 1.0, 1e-4, 0, True, 0, 0)
-    assert not plan["vector_loads"]
+    assert plan["vector_loads"] == vector_loads
     assert torch.equal(tokens, reference.cfg_filter_sample(logits, torch.full((3,), 2.0), 1.0, 1e-4, 0, True)[0])
 
 

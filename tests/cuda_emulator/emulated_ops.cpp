@@ -1,7 +1,8 @@
 // The CUDA kernels of csrc/kernels/, run on CPU tensors by the emulator of runtime.h, behind the
 // same checks and host-side launch decisions as the CUDA bindings of csrc/cuda/ (the headers they
 // share). Outputs start poisoned (NaN, or -7 for ids), as memory from at::empty on a GPU holds
-// garbage, so an element no thread writes shows.
+// garbage, so an element no thread writes shows. Kernels see fenced copies of every tensor
+// (fenced_memory.h): an access out of bounds faults or is reported.
 //
 // `sm_count` stands for the GPU's multiprocessor count where a binding sizes its grid by it (132
 // on an H200); small values force grid-stride loops, few pairs force multi-warp attention.
@@ -12,6 +13,7 @@
 #include <optional>
 #include <tuple>
 
+#include "fenced_memory.h"
 #include "runtime.h"
 
 #include "kernels/cfg_filter_sample_warp.cuh"
@@ -33,6 +35,7 @@ alignas(16) float merge_slots[48 * 1024 / sizeof(float)];
 namespace {
 
 using namespace fractal_ext;
+using cuda_emulator::Fenced;
 namespace py = pybind11;
 
 std::span<std::byte> no_shared() { return {}; }
@@ -57,8 +60,11 @@ std::tuple<at::Tensor, py::dict> kv_cache_attention(const at::Tensor& q, const a
   py::dict plan;
   if (out.numel() == 0) return {out, plan};
   poison(out);
-  const KvCacheAttentionParams p = make_kv_cache_attention_params(q, k, v, k_cache, v_cache, cache_seqlens, scale, out);
-  const bool vectorized = kv_inputs_vectorizable(q, k, v);
+  const Fenced fq(q), fk(k), fv(v), fk_cache(k_cache), fv_cache(v_cache), flengths(cache_seqlens), fout(out);
+  at::Tensor kernel_k_cache = fk_cache.tensor, kernel_v_cache = fv_cache.tensor, kernel_out = fout.tensor;
+  const KvCacheAttentionParams p = make_kv_cache_attention_params(
+      fq.tensor, fk.tensor, fv.tensor, kernel_k_cache, kernel_v_cache, flengths.tensor, scale, kernel_out);
+  const bool vectorized = kv_inputs_vectorizable(fq.tensor, fk.tensor, fv.tensor);
   plan["inputs_vectorized"] = vectorized;
   const auto shared = std::as_writable_bytes(std::span(kv_attention::merge_slots));
   dispatch_cuda_float_type(q.scalar_type(), [&](auto type) {
@@ -77,7 +83,11 @@ std::tuple<at::Tensor, py::dict> kv_cache_attention(const at::Tensor& q, const a
     });
     TORCH_CHECK(launched, "kv_cache_attention: head_dim ", p.head_dim, " is too large");
   });
-  return {out, plan};
+  fq.check("q"), fk.check("k"), fv.check("v"), flengths.check("cache_seqlens");
+  fk_cache.check("k_cache"), fv_cache.check("v_cache"), fout.check("out");
+  k_cache.copy_(kernel_k_cache);
+  v_cache.copy_(kernel_v_cache);
+  return {kernel_out, plan};
 }
 
 // ---- cfg_filter_sample ---------------------------------------------------------------------------
@@ -93,8 +103,11 @@ std::tuple<at::Tensor, at::Tensor, py::dict> cfg_filter_sample(const at::Tensor&
   if (rows == 0) return {tokens, values, plan};
   poison(tokens);
   poison(values);
-  sampling::CfgFilterSampleParams p =
-      make_cfg_filter_sample_params(logits, cfg, temperature, filter_threshold, channel, greedy, rows, tokens, values);
+  const Fenced flogits(logits), ftokens(tokens), fvalues(values);
+  const std::optional<Fenced> fcfg = cfg.has_value() ? std::optional<Fenced>(std::in_place, *cfg) : std::nullopt;
+  sampling::CfgFilterSampleParams p = make_cfg_filter_sample_params(
+      flogits.tensor, fcfg ? std::optional<at::Tensor>(fcfg->tensor) : std::nullopt, temperature, filter_threshold,
+      channel, greedy, rows, ftokens.tensor, fvalues.tensor);
   p.vector_loads = sampling::logits_vector_loads(p.logits, p.logits_row_stride, logits.element_size());
   const bool one_chunk = p.vocab <= sampling::kChunkSpan;
   plan["vector_loads"] = p.vector_loads;
@@ -111,7 +124,9 @@ std::tuple<at::Tensor, at::Tensor, py::dict> cfg_filter_sample(const at::Tensor&
       }
     });
   });
-  return {tokens, values, plan};
+  flogits.check("logits"), ftokens.check("tokens"), fvalues.check("values");
+  if (fcfg) fcfg->check("cfg");
+  return {ftokens.tensor, fvalues.tensor, plan};
 }
 
 // The uniform that drives row r's draw, for r < rows.
@@ -123,9 +138,10 @@ at::Tensor row_uniforms(uint64_t seed, uint64_t offset, int64_t rows) {
 
 // ---- patchify / unpatchify -----------------------------------------------------------------------
 
+// image and patches are fenced copies; the output one starts poisoned.
 template <bool kToPatches>
-py::dict launch_patchify(const at::Tensor& image, const at::Tensor& patches, int64_t patch_size, int64_t sm_count) {
-  const patchify_gather::PatchifyPlan plan = patchify_gather::plan_patchify(image, patches, patch_size);
+py::dict launch_patchify(const Fenced& image, const Fenced& patches, int64_t patch_size, int64_t sm_count) {
+  const patchify_gather::PatchifyPlan plan = patchify_gather::plan_patchify(image.tensor, patches.tensor, patch_size);
   const kernels::PatchifyParams& p = plan.params;
   const dim3 grid(static_cast<unsigned>(patchify_gather::grid_blocks(p.num_units, sm_count)));
   patchify_gather::dispatch_unit(p.vec * p.element_size, [&](auto unit) {
@@ -138,6 +154,7 @@ py::dict launch_patchify(const at::Tensor& image, const at::Tensor& patches, int
       }
     });
   });
+  image.check("the image"), patches.check("the patches");
   py::dict info;
   info["vec"] = p.vec;
   info["blocks"] = grid.x;
@@ -148,14 +165,18 @@ std::tuple<at::Tensor, py::dict> patchify(const at::Tensor& images, int64_t patc
   at::Tensor patches = at::empty(patchify_gather::patchify_output_sizes(images, patch_size), images.options());
   if (patches.numel() == 0) return {patches, py::dict()};
   poison(patches);
-  return {patches, launch_patchify<true>(images, patches, patch_size, sm_count)};
+  const Fenced fimages(images), fpatches(patches);
+  py::dict info = launch_patchify<true>(fimages, fpatches, patch_size, sm_count);
+  return {fpatches.tensor, info};
 }
 
 std::tuple<at::Tensor, py::dict> unpatchify(const at::Tensor& patches, int64_t patch_size, int64_t sm_count) {
   at::Tensor images = at::empty(patchify_gather::unpatchify_output_sizes(patches, patch_size), patches.options());
   if (images.numel() == 0) return {images, py::dict()};
   poison(images);
-  return {images, launch_patchify<false>(images, patches, patch_size, sm_count)};
+  const Fenced fimages(images), fpatches(patches);
+  py::dict info = launch_patchify<false>(fimages, fpatches, patch_size, sm_count);
+  return {fimages.tensor, info};
 }
 
 // ---- four-neighbour gather -------------------------------------------------------------------
@@ -168,16 +189,19 @@ std::tuple<at::Tensor, py::dict> gather_neighbour_conditions(const at::Tensor& c
   at::Tensor out = at::empty({5, selected, conditions.size(2)}, conditions.options());
   if (out.numel() == 0) return {out, py::dict()};
   poison(out);
-  const patchify_gather::GatherPlan plan = patchify_gather::plan_gather(conditions, batch_index, token_index, side, out);
+  const Fenced fconditions(conditions), fbatch(batch_index), ftoken(token_index), fout(out);
+  const patchify_gather::GatherPlan plan =
+      patchify_gather::plan_gather(fconditions.tensor, fbatch.tensor, ftoken.tensor, side, fout.tensor);
   const dim3 grid(static_cast<unsigned>(patchify_gather::grid_blocks(5 * selected * kernels::kWarpSize, sm_count)));
   patchify_gather::dispatch_unit(plan.unit_bytes, [&](auto unit) {
     using Unit = decltype(unit);
     cuda_emulator::launch(grid, dim3(kernels::kThreadsPerBlock), 0, no_shared(),
                           [&] { kernels::gather_neighbours_kernel<Unit>(plan.params); });
   });
+  fconditions.check("conditions"), fbatch.check("batch_index"), ftoken.check("token_index"), fout.check("out");
   py::dict info;
   info["unit_bytes"] = plan.unit_bytes;
-  return {out, info};
+  return {fout.tensor, info};
 }
 
 std::tuple<at::Tensor, py::dict> gather_neighbour_conditions_backward(const at::Tensor& grad,
@@ -190,8 +214,9 @@ std::tuple<at::Tensor, py::dict> gather_neighbour_conditions_backward(const at::
   auto sums = at::zeros({batch_size, seq_len, channels},
                         grad.options().dtype(low_precision ? at::kFloat : grad.scalar_type()));
   if (sums.numel() == 0 || selected == 0) return {sums.to(grad.scalar_type()), py::dict()};
+  const Fenced fgrad(grad), fbatch(batch_index), ftoken(token_index), fsums(sums);
   const patchify_gather::GatherBackwardPlan plan =
-      patchify_gather::plan_gather_backward(grad, batch_index, token_index, side, sums);
+      patchify_gather::plan_gather_backward(fgrad.tensor, fbatch.tensor, ftoken.tensor, side, fsums.tensor);
   const dim3 grid(static_cast<unsigned>(patchify_gather::grid_blocks(5 * selected * kernels::kWarpSize, sm_count)));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "gather_backward_emulated", [&] {
     using T = typename CudaType<scalar_t>::type;
@@ -205,9 +230,10 @@ std::tuple<at::Tensor, py::dict> gather_neighbour_conditions_backward(const at::
       }
     });
   });
+  fgrad.check("grad"), fbatch.check("batch_index"), ftoken.check("token_index"), fsums.check("the sums");
   py::dict info;
   info["vectorised"] = plan.vectorised;
-  return {low_precision ? sums.to(grad.scalar_type()) : sums, info};
+  return {fsums.tensor.to(grad.scalar_type()), info};
 }
 
 }  // namespace
@@ -225,6 +251,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gather_neighbour_conditions", &gather_neighbour_conditions);
   m.def("gather_neighbour_conditions_backward", &gather_neighbour_conditions_backward);
   m.def("take_device_assertions", &cuda_emulator::take_device_assertions);
+  m.def("set_fence_side", [](const std::string& side) {
+    TORCH_CHECK(side == "tail" || side == "head", "set_fence_side: side must be tail or head, got ", side);
+    cuda_emulator::set_fence_side(side == "tail" ? cuda_emulator::FenceSide::kTail : cuda_emulator::FenceSide::kHead);
+  });
   m.def("set_schedule", [](const std::string& order, uint64_t seed) {
     const std::map<std::string, cuda_emulator::Schedule> orders = {
         {"in_order", cuda_emulator::Schedule::kInOrder},
