@@ -10,7 +10,7 @@ import pathlib
 from torch.utils import cpp_extension
 
 TESTS = pathlib.Path(__file__).resolve().parent
-SOURCES = [TESTS / "cuda_emulator" / name for name in ("runtime.cpp", "fenced_memory.cpp", "emulated_ops.cpp", "self_test_kernels.cpp")]
+SOURCES = [TESTS / "cuda_emulator" / name for name in ("fiber_context.cpp", "runtime.cpp", "fenced_memory.cpp", "emulated_ops.cpp", "self_test_kernels.cpp")]
 CSRC = TESTS.parent / "csrc"
 BUILD = TESTS.parent / "build" / "cuda_emulator"
 

@@ -49,3 +49,15 @@ def normalised_images(batch: int, size: int, seed: int = 0) -> torch.Tensor:
     mean = torch.tensor(reference.PIXEL_MEAN).reshape(1, 3, 1, 1)
     std = torch.tensor(reference.PIXEL_STD).reshape(1, 3, 1, 1)
     return (pixels - mean) / std
+
+
+def sample_tiny(name, device, cuda_graphs, greedy, seed=0, precision="fp32"):
+    """The fast sampler on tiny reference model `name` with its recorded sampling arguments."""
+    data = reference_tensors(name)
+    args = reference_entry(name)["sample_args"]
+    model = build_reference_model(name).to(device)
+    cond_list = model.build_cond_list(data["in.labels"].to(device), args["cfg"])
+    generator = torch.Generator(device=device).manual_seed(seed)
+    return model.sample(cond_list, args["num_iter_list"], args["cfg"], args["cfg_schedule"], args["temperature"],
+                        args["filter_threshold"], generator=generator, greedy=greedy, raster_order=greedy,
+                        cuda_graphs=cuda_graphs, precision=precision)

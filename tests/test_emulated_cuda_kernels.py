@@ -15,34 +15,41 @@ import pytest
 import torch
 
 import emulated_cuda
-from fractal_ext import reference
+from conftest import TINY_MODELS
+from fractal_ext import ops, reference
+from fractal_ext.images import to_uint8
+from fractal_ext.sampler import decode, mar as mar_sampler
+from reference_models import reference_tensors, sample_tiny
 
 H200_SMS = 132
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 
 
-@pytest.fixture(scope="module", params=[("in_order", "tail"), ("reverse", "head"), ("shuffled", "tail")],
-                ids=lambda p: f"{p[0]}-{p[1]}_fenced")
-def emu(request):
-    """The emulated kernels, with the threads of a block run in each of three orders (a race
-    shows only when the reading thread runs before the writing one), every tensor against an
-    inaccessible page at its end or its start (an access just past it faults)."""
+@pytest.fixture(scope="module")
+def emulator():
     module, why = emulated_cuda.load()
     if module is None:
         pytest.skip(why)
-    order, fence = request.param
     module.take_device_assertions()
-    module.set_schedule(order, 2026)
-    module.set_fence_side(fence)
-    yield module
-    module.set_schedule("in_order", 0)
-    module.set_fence_side("tail")
+    return module
+
+
+@pytest.fixture(params=[("in_order", "tail"), ("reverse", "head"), ("shuffled", "tail")],
+                ids=lambda p: f"{p[0]}-{p[1]}_fenced")
+def emu(emulator, request):
+    """The emulated kernels, with the threads of a block run in each of three orders (a race
+    shows only when the reading thread runs before the writing one), every tensor against an
+    inaccessible page at its end or its start (an access just past it faults)."""
+    order, fence = request.param
+    emulator.set_schedule(order, 2026)
+    emulator.set_fence_side(fence)
+    return emulator
 
 
 @pytest.fixture(autouse=True)
 def no_stray_assertions(request):
     yield
-    if "emu" in request.fixturenames:
+    if "emulator" in request.fixturenames:
         module, _ = emulated_cuda.load()
         assert module.take_device_assertions() == [], "a device assertion nobody expected"
 
@@ -291,3 +298,38 @@ def test_gather_with_an_out_of_range_index_asserts_and_zeroes_its_rows(emu):
     sums, _ = emu.gather_neighbour_conditions_backward(torch.ones(5, 3, 8), batch_index, token_index, 2, 16, 1)
     assert len(emu.take_device_assertions()) == 2 * 5 * 32
     assert sums.sum() == 5 * 8  # only the good index's five rows were added
+
+
+# ---- the sampler's CUDA path on the emulated kernels -------------------------------------------
+
+
+@pytest.fixture
+def cuda_path_on_emulated_kernels(emulator, monkeypatch):
+    """The fast sampler takes the path it takes on a GPU (block steps composed of matmuls and the
+    attention operator, the MAR pass through the model's modules) with the operators' CUDA kernels
+    run by the emulator (threads in order, tensors fenced at their end)."""
+    emulator.set_schedule("in_order", 0)
+    emulator.set_fence_side("tail")
+    monkeypatch.setattr(decode, "runs_block_step_kernel", lambda x: False)
+    monkeypatch.setattr(mar_sampler, "runs_onednn_pass", lambda x: False)
+
+    def cfg_filter_sample(logits, cfg, temperature, filter_threshold, channel, greedy, generator):
+        assert greedy, "the emulated draw follows no torch.Generator: greedy sampling only"
+        return emulator.cfg_filter_sample(logits, cfg, temperature, filter_threshold, channel, True, 0, 0)[:2]
+
+    emulated = {
+        "kv_cache_attention": lambda *args: emulator.kv_cache_attention(*args, H200_SMS)[0],
+        "cfg_filter_sample": cfg_filter_sample,
+        "gather_neighbour_conditions": lambda *args: emulator.gather_neighbour_conditions(*args, H200_SMS)[0],
+        "patchify": lambda *args: emulator.patchify(*args, H200_SMS)[0],
+        "unpatchify": lambda *args: emulator.unpatchify(*args, H200_SMS)[0],
+    }
+    for name, function in emulated.items():
+        monkeypatch.setattr(ops, name, function)
+
+
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_greedy_samples_of_the_cuda_path_on_emulated_kernels_are_exact(name, cuda_path_on_emulated_kernels):
+    # With replayed steps: on the CPU their first runs rehearse the CUDA graph captures.
+    images = sample_tiny(name, "cpu", cuda_graphs=True, greedy=True)
+    assert torch.equal(to_uint8(images), reference_tensors(name)["out.greedy_raster_sample_u8"])

@@ -7,22 +7,11 @@ from fractal_ext import ops
 from fractal_ext.images import to_uint8
 from fractal_ext.sampler import mar as mar_sampler
 from fractal_ext.sampler.graphs import StepGraph, StepGraphs, use_graphs
-from reference_models import build_reference_model, reference_entry, reference_tensors
+from reference_models import reference_tensors, sample_tiny
 
 from conftest import TINY_MODELS
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
-
-
-def sample_tiny(name, device, cuda_graphs, greedy, seed=0, precision="fp32"):
-    data = reference_tensors(name)
-    args = reference_entry(name)["sample_args"]
-    model = build_reference_model(name).to(device)
-    cond_list = model.build_cond_list(data["in.labels"].to(device), args["cfg"])
-    generator = torch.Generator(device=device).manual_seed(seed)
-    return model.sample(cond_list, args["num_iter_list"], args["cfg"], args["cfg_schedule"], args["temperature"],
-                        args["filter_threshold"], generator=generator, greedy=greedy, raster_order=greedy,
-                        cuda_graphs=cuda_graphs, precision=precision)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -1,15 +1,14 @@
 // The fiber scheduler behind tests/cuda_emulator/runtime.h.
 #include "runtime.h"
 
-#include <ucontext.h>
-
-#include <algorithm>
 #include <exception>
 #include <memory>
 #include <mutex>
 #include <random>
 #include <sstream>
 #include <stdexcept>
+
+#include "fiber_context.h"
 
 namespace cuda_emulator {
 namespace {
@@ -22,7 +21,7 @@ constexpr size_t kStackBytes = 256 * 1024;
 enum class Status { kReady, kAtBarrier, kAtCollective, kDone };
 
 struct Fiber {
-  ucontext_t context;
+  FiberContext context;
   std::unique_ptr<char[]> stack;
   ThreadState state;
   Status status;
@@ -35,15 +34,57 @@ struct Fiber {
   CollectiveResult result;
 };
 
+// The ready fibers of a block, in no order, with O(1) insertion and removal.
+class ReadySet {
+ public:
+  void reset(int threads) {
+    items_.clear();
+    position_.assign(threads, -1);
+  }
+  bool empty() const { return items_.empty(); }
+  void insert(int i) {
+    position_[i] = static_cast<int>(items_.size());
+    items_.push_back(i);
+  }
+  void erase(int i) {
+    const int at = position_[i];
+    position_[items_.back()] = at;
+    items_[at] = items_.back();
+    items_.pop_back();
+    position_[i] = -1;
+  }
+  // The lowest thread index (kInOrder), the highest (kReverse) or a random one (kShuffled).
+  int pick(Schedule schedule, std::mt19937_64& random) const {
+    if (schedule == Schedule::kShuffled) return items_[random() % items_.size()];
+    int best = items_[0];
+    for (const int i : items_) best = (schedule == Schedule::kReverse) == (i > best) ? i : best;
+    return best;
+  }
+
+ private:
+  std::vector<int> items_;
+  std::vector<int> position_;
+};
+
+// What the lanes of one warp are doing in collectives.
+struct WarpState {
+  unsigned waiting = 0;  // lanes stopped in a collective
+  unsigned exited = 0;   // lanes whose thread has ended
+  unsigned names = 0;    // lanes that the waiting lanes' masks name
+};
+
 struct Scheduler {
-  ucontext_t context;
+  FiberContext context;
   std::vector<Fiber> fibers;
+  ReadySet ready;
+  std::vector<WarpState> warps;
+  int at_barrier = 0;
+  int done = 0;
   Fiber* current = nullptr;
   const std::function<void()>* kernel = nullptr;
   std::exception_ptr error;
   Schedule schedule = Schedule::kInOrder;
   std::mt19937_64 random;
-  std::vector<int> order;  // scratch: the ready fibers
 };
 
 Scheduler scheduler;
@@ -60,7 +101,8 @@ std::string describe(const Fiber& f) {
   return out.str();
 }
 
-void fiber_main() {
+// Where every fiber starts; it never returns (its stack has no caller).
+[[noreturn]] void fiber_main() {
   Fiber* self = scheduler.current;
   try {
     (*scheduler.kernel)();
@@ -68,97 +110,91 @@ void fiber_main() {
     if (!scheduler.error) scheduler.error = std::current_exception();
   }
   self->status = Status::kDone;
-  // Returning resumes scheduler.context (uc_link).
+  switch_context(self->context, scheduler.context);
+  __builtin_unreachable();
 }
 
 // Back to the scheduler until it resumes this fiber.
 void yield(Status status) {
   Fiber* self = scheduler.current;
   self->status = status;
-  swapcontext(&self->context, &scheduler.context);
+  switch_context(self->context, scheduler.context);
 }
 
-// Completes the warp collective of the warp starting at thread warp_start once every lane of its
-// mask has arrived; errors out where a lane of the mask has exited or lanes disagree.
-void resolve_warp(int warp_start) {
-  const int threads = static_cast<int>(scheduler.fibers.size());
-  Fiber* lanes[kWarpSize] = {};
-  for (int l = 0; l < kWarpSize && warp_start + l < threads; ++l) lanes[l] = &scheduler.fibers[warp_start + l];
-  const Fiber* first = nullptr;
-  for (Fiber* f : lanes) {
-    if (f != nullptr && f->status == Status::kAtCollective) {
-      first = f;
-      break;
-    }
+void make_ready(Fiber& f) {
+  f.status = Status::kReady;
+  scheduler.ready.insert(f.state.linear);
+}
+
+WarpState& warp_of(const Fiber& f) { return scheduler.warps[f.state.linear / kWarpSize]; }
+
+[[noreturn]] void fail_exited_lane(const Fiber& waiter, unsigned exited) {
+  fail(describe(waiter) + " waits in a warp collective whose mask names lane " +
+       std::to_string(__builtin_ctz(exited)) + ", which has exited");
+}
+
+// Completes the collective of f's warp once every lane of its mask waits in one, after f has
+// stopped there; errors out where a lane of the mask has exited, is missing, or lanes disagree.
+void arrive_at_collective(Fiber& f) {
+  WarpState& warp = warp_of(f);
+  const unsigned lane_bit = 1u << (f.state.linear % kWarpSize);
+  warp.waiting |= lane_bit;
+  warp.names |= f.mask;
+  if (f.mask & warp.exited) fail_exited_lane(f, f.mask & warp.exited);
+  const int warp_start = f.state.linear / kWarpSize * kWarpSize;
+  if (warp_start + 32 - __builtin_clz(f.mask) > static_cast<int>(scheduler.fibers.size())) {
+    fail("a warp collective's mask names lane " + std::to_string(31 - __builtin_clz(f.mask)) +
+         ", which the block lacks");
   }
-  if (first == nullptr) return;
-  const unsigned mask = first->mask;
-  bool complete = true;
-  for (int l = 0; l < kWarpSize; ++l) {
-    if (!(mask >> l & 1u)) continue;
-    const Fiber* f = lanes[l];
-    if (f == nullptr) fail("a warp collective's mask names lane " + std::to_string(l) + ", which the block lacks");
-    if (f->status == Status::kDone) {
-      fail(describe(*first) + " waits in a warp collective whose mask names lane " + std::to_string(l) +
-           ", which has exited");
-    }
-    if (f->status != Status::kAtCollective) {
-      complete = false;
-      continue;
-    }
-    if (f->mask != mask || f->kind != first->kind) {
-      fail("lanes of one warp meet in different collectives (kind or mask): " + describe(*first) + " and " +
-           describe(*f));
-    }
-  }
-  if (!complete) return;
+  if ((warp.waiting & f.mask) != f.mask) return;
   unsigned ballot = 0;
-  for (int l = 0; l < kWarpSize; ++l) {
-    if ((mask >> l & 1u) && lanes[l]->predicate) ballot |= 1u << l;
-  }
-  for (int l = 0; l < kWarpSize; ++l) {
-    if (!(mask >> l & 1u)) continue;
-    Fiber* f = lanes[l];
-    const int src = f->src_lane;
-    if (f->kind == Collective::kShuffle && (src < 0 || src >= kWarpSize || !(mask >> src & 1u))) {
-      fail(describe(*f) + " reads lane " + std::to_string(src) + ", outside the shuffle's mask");
+  for (unsigned rest = f.mask; rest != 0; rest &= rest - 1) {
+    const Fiber& lane = scheduler.fibers[warp_start + __builtin_ctz(rest)];
+    if (lane.mask != f.mask || lane.kind != f.kind) {
+      fail("lanes of one warp meet in different collectives (kind or mask): " + describe(f) + " and " +
+           describe(lane));
     }
-    f->result.bits = f->kind == Collective::kShuffle ? lanes[src]->bits : 0;
-    f->result.ballot = ballot;
-    f->status = Status::kReady;
+    if (lane.predicate) ballot |= 1u << __builtin_ctz(rest);
+  }
+  for (unsigned rest = f.mask; rest != 0; rest &= rest - 1) {
+    Fiber& lane = scheduler.fibers[warp_start + __builtin_ctz(rest)];
+    const int src = lane.src_lane;
+    if (lane.kind == Collective::kShuffle && (src < 0 || src >= kWarpSize || !(f.mask >> src & 1u))) {
+      fail(describe(lane) + " reads lane " + std::to_string(src) + ", outside the shuffle's mask");
+    }
+    lane.result.bits = lane.kind == Collective::kShuffle ? scheduler.fibers[warp_start + src].bits : 0;
+    lane.result.ballot = ballot;
+    make_ready(lane);
+  }
+  warp.waiting &= ~f.mask;
+  warp.names = 0;
+  for (unsigned rest = warp.waiting; rest != 0; rest &= rest - 1) {
+    warp.names |= scheduler.fibers[warp_start + __builtin_ctz(rest)].mask;
+  }
+}
+
+// f's thread has ended: an error where a waiting lane of its warp names it.
+void exit_thread(const Fiber& f) {
+  WarpState& warp = warp_of(f);
+  const unsigned lane_bit = 1u << (f.state.linear % kWarpSize);
+  warp.exited |= lane_bit;
+  if (warp.names & lane_bit) {
+    const int warp_start = f.state.linear / kWarpSize * kWarpSize;
+    fail_exited_lane(scheduler.fibers[warp_start + __builtin_ctz(warp.waiting)], lane_bit);
   }
 }
 
 // Releases __syncthreads() once every thread of the block waits there.
 void resolve_barrier() {
-  int waiting = 0;
-  const Fiber* exited = nullptr;
-  for (const Fiber& f : scheduler.fibers) {
-    waiting += f.status == Status::kAtBarrier;
-    if (f.status == Status::kDone && exited == nullptr) exited = &f;
-  }
-  if (waiting == 0) return;
-  if (exited != nullptr) fail(describe(*exited) + " exited while other threads of its block wait at __syncthreads()");
-  if (waiting != static_cast<int>(scheduler.fibers.size())) return;
-  for (Fiber& f : scheduler.fibers) f.status = Status::kReady;
-}
-
-// The ready fiber to run next: the first in thread order (or reversed), or a random one.
-Fiber* next_ready() {
-  const int threads = static_cast<int>(scheduler.fibers.size());
-  if (scheduler.schedule == Schedule::kShuffled) {
-    scheduler.order.clear();
-    for (int i = 0; i < threads; ++i) {
-      if (scheduler.fibers[i].status == Status::kReady) scheduler.order.push_back(i);
+  if (scheduler.at_barrier == 0) return;
+  if (scheduler.done > 0) {
+    for (const Fiber& f : scheduler.fibers) {
+      if (f.status == Status::kDone) fail(describe(f) + " exited while other threads of its block wait at __syncthreads()");
     }
-    if (scheduler.order.empty()) return nullptr;
-    return &scheduler.fibers[scheduler.order[scheduler.random() % scheduler.order.size()]];
   }
-  for (int k = 0; k < threads; ++k) {
-    const int i = scheduler.schedule == Schedule::kReverse ? threads - 1 - k : k;
-    if (scheduler.fibers[i].status == Status::kReady) return &scheduler.fibers[i];
-  }
-  return nullptr;
+  if (scheduler.at_barrier != static_cast<int>(scheduler.fibers.size())) return;
+  scheduler.at_barrier = 0;
+  for (Fiber& f : scheduler.fibers) make_ready(f);
 }
 
 // Runs the block's threads to completion. After every stop of a thread its warp's collective and
@@ -167,6 +203,10 @@ Fiber* next_ready() {
 void run_block(uint3 block_idx, dim3 grid, dim3 block) {
   const int threads = static_cast<int>(block.x * block.y * block.z);
   scheduler.fibers.resize(threads);
+  scheduler.ready.reset(threads);
+  scheduler.warps.assign((threads + kWarpSize - 1) / kWarpSize, WarpState{});
+  scheduler.at_barrier = 0;
+  scheduler.done = 0;
   for (int i = 0; i < threads; ++i) {
     Fiber& f = scheduler.fibers[i];
     if (!f.stack) f.stack = std::make_unique<char[]>(kStackBytes);
@@ -175,21 +215,27 @@ void run_block(uint3 block_idx, dim3 grid, dim3 block) {
     f.state.block_dim = make_uint3(block.x, block.y, block.z);
     f.state.grid_dim = make_uint3(grid.x, grid.y, grid.z);
     f.state.linear = i;
-    f.status = Status::kReady;
-    getcontext(&f.context);
-    f.context.uc_stack.ss_sp = f.stack.get();
-    f.context.uc_stack.ss_size = kStackBytes;
-    f.context.uc_link = &scheduler.context;
-    makecontext(&f.context, fiber_main, 0);
+    prepare_context(f.context, f.stack.get(), kStackBytes, fiber_main);
+    make_ready(f);
   }
-  while (Fiber* f = next_ready()) {
-    scheduler.current = f;
-    swapcontext(&scheduler.context, &f->context);
+  while (!scheduler.ready.empty()) {
+    Fiber& f = scheduler.fibers[scheduler.ready.pick(scheduler.schedule, scheduler.random)];
+    scheduler.ready.erase(f.state.linear);
+    scheduler.current = &f;
+    switch_context(scheduler.context, f.context);
     scheduler.current = nullptr;
     if (scheduler.error) std::rethrow_exception(scheduler.error);
-    resolve_warp(f->state.linear / kWarpSize * kWarpSize);
+    if (f.status == Status::kAtCollective) {
+      arrive_at_collective(f);
+    } else if (f.status == Status::kAtBarrier) {
+      ++scheduler.at_barrier;
+    } else {
+      ++scheduler.done;
+      exit_thread(f);
+    }
     resolve_barrier();
   }
+  if (scheduler.done == threads) return;
   for (const Fiber& f : scheduler.fibers) {
     if (f.status == Status::kAtBarrier || f.status == Status::kAtCollective) {
       fail("deadlock: no thread of the block can go on (" + describe(f) +

@@ -2,8 +2,8 @@
 // without a GPU. The kernel headers of csrc/kernels/ compile unchanged as host C++ after this
 // header: it supplies the CUDA keywords, built-in variables and intrinsics they use.
 //
-// Execution: one block at a time; every thread of the block is a fiber (ucontext) on the calling
-// thread. A fiber runs until it reaches __syncthreads(), a warp collective (__shfl*_sync,
+// Execution: one block at a time; every thread of the block is a fiber (fiber_context.h) on the
+// calling thread. A fiber runs until it reaches __syncthreads(), a warp collective (__shfl*_sync,
 // __ballot_sync, __any_sync) or its end; then the next fiber runs, chosen by set_schedule: the
 // first ready one in thread order or in reverse order (a warp runs ahead of the others as far as
 // it can), or a random ready one. A race between threads shows when the reader runs before the
