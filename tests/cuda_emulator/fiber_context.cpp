@@ -2,7 +2,7 @@
 
 #include <cstdint>
 
-#if defined(__x86_64__)
+#if defined(__x86_64__) && !defined(CUDA_EMULATOR_UCONTEXT)
 
 // void cuda_emulator_switch(void** save_stack_pointer, void* load_stack_pointer): pushes the
 // System V callee-saved registers, swaps stacks, pops the other context's and returns into it.
