@@ -159,8 +159,8 @@ def llama_block_step(x, attention_norm_weight, wqkv, wo, ffn_norm_weight, w1, w2
     """One decoding step of a LLaMA block, x [R, D] -> [R, D]; `attention` is the KV-cache
     attention to use (the fused operator when this composes the step on CUDA or under autocast)."""
     rows, dim = x.shape
-    heads, head_dim = k_cache.shape[1], k_cache.shape[3]
-    qkv = F.linear(rms_norm(x, attention_norm_weight, norm_eps), wqkv).view(rows, 1, 3, heads, head_dim)
+    heads = k_cache.shape[1]
+    qkv = F.linear(rms_norm(x, attention_norm_weight, norm_eps), wqkv).view(rows, 1, 3, heads, dim // heads)
     q, k = rotate_pairs(qkv[:, :, :2], rope).unbind(2)
     attended = attention(q, k, qkv[:, :, 2], k_cache, v_cache, cache_seqlens, scale)
     x = x + F.linear(attended.reshape(rows, dim), wo)
@@ -173,9 +173,9 @@ def vit_block_step(x, norm1_weight, norm1_bias, qkv_weight, qkv_bias, proj_weigh
                    scale, *, attention=kv_cache_attention):
     """One decoding step of a causal ViT block (pixel heads), x [R, D] -> [R, D]."""
     rows, dim = x.shape
-    heads, head_dim = k_cache.shape[1], k_cache.shape[3]
+    heads = k_cache.shape[1]
     normed = F.layer_norm(x, (dim,), norm1_weight, norm1_bias, norm_eps)
-    q, k, v = F.linear(normed, qkv_weight, qkv_bias).view(rows, 1, 3, heads, head_dim).unbind(2)
+    q, k, v = F.linear(normed, qkv_weight, qkv_bias).view(rows, 1, 3, heads, dim // heads).unbind(2)
     attended = attention(q, k, v, k_cache, v_cache, cache_seqlens, scale)
     x = x + F.linear(attended.reshape(rows, dim), proj_weight, proj_bias)
     hidden = F.gelu(F.linear(F.layer_norm(x, (dim,), norm2_weight, norm2_bias, norm_eps), fc1_weight, fc1_bias))

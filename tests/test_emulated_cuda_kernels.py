@@ -18,7 +18,9 @@ import emulated_cuda
 from conftest import TINY_MODELS
 from fractal_ext import ops, reference
 from fractal_ext.images import to_uint8
-from fractal_ext.sampler import decode, mar as mar_sampler
+from fractal_ext.models import FractalGen
+from fractal_ext.sampler import decode, mar as mar_sampler, workspace
+from fractal_ext.sampler.workspace import cache_head_dim
 from reference_models import reference_tensors, sample_tiny
 
 H200_SMS = 132
@@ -303,15 +305,19 @@ def test_gather_with_an_out_of_range_index_asserts_and_zeroes_its_rows(emu):
 # ---- the sampler's CUDA path on the emulated kernels -------------------------------------------
 
 
-@pytest.fixture
-def cuda_path_on_emulated_kernels(emulator, monkeypatch):
-    """The fast sampler takes the path it takes on a GPU (block steps composed of matmuls and the
-    attention operator, the MAR pass through the model's modules) with the operators' CUDA kernels
-    run by the emulator (threads in order, tensors fenced at their end)."""
-    emulator.set_schedule("in_order", 0)
-    emulator.set_fence_side("tail")
+def take_the_cuda_path(monkeypatch):
+    """The fast sampler takes the path it takes on a GPU: block steps composed of matmuls and the
+    attention operator, the MAR pass through the model's modules."""
     monkeypatch.setattr(decode, "runs_block_step_kernel", lambda x: False)
     monkeypatch.setattr(mar_sampler, "runs_onednn_pass", lambda x: False)
+
+
+def emulate_the_cuda_kernels(emulator, monkeypatch):
+    """The operators run their CUDA kernels on the emulator (threads in order, tensors fenced at
+    their end), and the KV caches are laid out as on CUDA."""
+    emulator.set_schedule("in_order", 0)
+    emulator.set_fence_side("tail")
+    monkeypatch.setattr(workspace, "cache_head_dim", lambda head_dim, device: cache_head_dim(head_dim, "cuda"))
 
     def cfg_filter_sample(logits, cfg, temperature, filter_threshold, channel, greedy, generator):
         assert greedy, "the emulated draw follows no torch.Generator: greedy sampling only"
@@ -329,7 +335,27 @@ def cuda_path_on_emulated_kernels(emulator, monkeypatch):
 
 
 @pytest.mark.parametrize("name", TINY_MODELS)
-def test_greedy_samples_of_the_cuda_path_on_emulated_kernels_are_exact(name, cuda_path_on_emulated_kernels):
+def test_greedy_samples_of_the_cuda_path_on_emulated_kernels_are_exact(name, emulator, monkeypatch):
+    take_the_cuda_path(monkeypatch)
+    emulate_the_cuda_kernels(emulator, monkeypatch)
     # With replayed steps: on the CPU their first runs rehearse the CUDA graph captures.
     images = sample_tiny(name, "cpu", cuda_graphs=True, greedy=True)
     assert torch.equal(to_uint8(images), reference_tensors(name)["out.greedy_raster_sample_u8"])
+
+
+def test_head_dims_the_cuda_kernel_lacks_are_padded(emulator, monkeypatch):
+    # AR levels of head dim 12 and a pixel head of head dim 4 (a custom model): the CUDA attention
+    # kernel takes multiples of 8, so on CUDA the caches get zero columns up to 8 and 16.
+    torch.manual_seed(0)
+    model = FractalGen(img_size_list=(8, 2, 1), embed_dim_list=(48, 24, 16), num_blocks_list=(1, 1, 1),
+                       num_heads_list=(4, 2, 4), generator_type_list=("ar", "ar", "ar"), class_num=4,
+                       attn_dropout=0.0, proj_dropout=0.0).eval()
+    cond_list = model.build_cond_list(torch.tensor([0, 3]), 2.0)
+
+    def sample():
+        return model.sample(cond_list, (4, 4), 2.0, "linear", 1.0, 1e-4, greedy=True, raster_order=True)
+
+    take_the_cuda_path(monkeypatch)
+    on_the_cpu_kernels = sample()
+    emulate_the_cuda_kernels(emulator, monkeypatch)
+    assert torch.equal(to_uint8(sample()), to_uint8(on_the_cpu_kernels))

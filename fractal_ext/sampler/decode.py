@@ -8,6 +8,7 @@ linear layers and the KV-cache attention operator, with the same arithmetic as t
 Weights are read straight from the modules (no module call machinery).
 """
 import torch
+import torch.nn.functional as F
 
 from fractal_ext import ops, reference
 
@@ -60,7 +61,7 @@ def llama_block_decode(x, block_weights, rope, caches, positions, scale):
     args = (x, *weights, rope, *caches, positions, eps, scale)
     if runs_block_step_kernel(x):
         return ops.llama_block_step(*args)
-    return reference.llama_block_step(*args, attention=ops.kv_cache_attention)
+    return reference.llama_block_step(*args, attention=attention_on_caches)
 
 
 def vit_block_decode(x, block_weights, caches, positions, scale):
@@ -69,4 +70,15 @@ def vit_block_decode(x, block_weights, caches, positions, scale):
     args = (x, *weights, *caches, positions, eps, scale)
     if runs_block_step_kernel(x):
         return ops.vit_block_step(*args)
-    return reference.vit_block_step(*args, attention=ops.kv_cache_attention)
+    return reference.vit_block_step(*args, attention=attention_on_caches)
+
+
+def attention_on_caches(q, k, v, k_cache, v_cache, cache_seqlens, scale):
+    """ops.kv_cache_attention on caches whose rows may be wider than the heads (on CUDA, to the
+    kernel's multiple: fractal_ext.sampler.workspace.cache_head_dim): q, k and v get zero columns,
+    which add nothing to q.k, and the output loses them again."""
+    pad = k_cache.shape[-1] - q.shape[-1]
+    if pad == 0:
+        return ops.kv_cache_attention(q, k, v, k_cache, v_cache, cache_seqlens, scale)
+    q, k, v = (F.pad(x, (0, pad)) for x in (q, k, v))
+    return ops.kv_cache_attention(q, k, v, k_cache, v_cache, cache_seqlens, scale)[..., :-pad]
