@@ -359,3 +359,13 @@ def test_head_dims_the_cuda_kernel_lacks_are_padded(emulator, monkeypatch):
     on_the_cpu_kernels = sample()
     emulate_the_cuda_kernels(emulator, monkeypatch)
     assert torch.equal(to_uint8(sample()), to_uint8(on_the_cpu_kernels))
+
+
+@pytest.mark.parametrize("name", ["tiny_ar", "tiny_mar4_gp"])
+def test_fp16_samples_of_the_cuda_path_on_emulated_kernels(name, emulator, monkeypatch):
+    # fp16 autocast, what precision="auto" picks on CUDA: the attention kernel gets half rows.
+    take_the_cuda_path(monkeypatch)
+    on_the_cpu_kernels = sample_tiny(name, "cpu", cuda_graphs=True, greedy=True, precision="fp16")
+    emulate_the_cuda_kernels(emulator, monkeypatch)
+    emulated = sample_tiny(name, "cpu", cuda_graphs=True, greedy=True, precision="fp16")
+    assert torch.equal(to_uint8(emulated), to_uint8(on_the_cpu_kernels))
