@@ -1,7 +1,8 @@
 """The CUDA kernels of csrc/kernels/ on the CPU, through tests/cuda_emulator, against the reference
 ops: indexing, vector widths, warp collectives, multi-warp merges, grid-stride loops and device
 assertions are checked without a GPU. The emulated entry points make the same input checks and
-host-side launch decisions as csrc/cuda/ (shared headers); only the launch itself differs.
+host-side launch decisions as csrc/cuda/ (shared headers); only the launch itself differs. Last,
+the fast sampler takes its GPU path on the emulated kernels, end to end.
 
 Each tensor a kernel touches sits against an inaccessible page (a stand-in for compute-sanitizer's
 memcheck: an access just out of bounds stops the test process with SIGSEGV, a stray write into the
@@ -9,8 +10,6 @@ few bytes before the page is reported). What the emulator cannot show (the memor
 timing, the hardware's approximate __expf) stays with the CUDA tests of the other files, run on a
 GPU by benchmarks/gpu_check.sh.
 """
-import math
-
 import pytest
 import torch
 
