@@ -12,6 +12,7 @@ GPU by benchmarks/gpu_check.sh.
 """
 import pytest
 import torch
+from torch.utils._python_dispatch import _disable_current_modes, _get_current_dispatch_mode
 
 import emulated_cuda
 from conftest import TINY_MODELS
@@ -19,6 +20,7 @@ from fractal_ext import ops, reference
 from fractal_ext.images import to_uint8
 from fractal_ext.models import FractalGen
 from fractal_ext.sampler import decode, mar as mar_sampler, workspace
+from fractal_ext.sampler.capture_rehearsal import CaptureRehearsal
 from fractal_ext.sampler.workspace import cache_head_dim
 from reference_models import reference_tensors, sample_tiny
 
@@ -330,7 +332,21 @@ def emulate_the_cuda_kernels(emulator, monkeypatch):
         "unpatchify": lambda *args: emulator.unpatchify(*args, H200_SMS)[0],
     }
     for name, function in emulated.items():
-        monkeypatch.setattr(ops, name, function)
+        monkeypatch.setattr(ops, name, opaque(function))
+
+
+def opaque(function):
+    """An emulated operator is one operator to the steps' capture rehearsal (fractal_ext.sampler.
+    capture_rehearsal), as a CUDA kernel is: its fenced copies and poison fills stay unseen, and
+    its outputs count as made by the step."""
+    def call(*args):
+        rehearsal = _get_current_dispatch_mode()
+        with _disable_current_modes():
+            out = function(*args)
+        if isinstance(rehearsal, CaptureRehearsal):
+            rehearsal.adopt(out)
+        return out
+    return call
 
 
 @pytest.mark.parametrize("name", TINY_MODELS)

@@ -136,10 +136,14 @@ def _branch(x):
     return x if x.max() > 0 else -x
 
 
+def _host_data(x):
+    return x * torch.tensor([2.0])
+
+
 @pytest.mark.parametrize("step, why", [
     (_item, "reads tensor values on the host"), (_nonzero, "reads tensor values on the host"),
     (_mask_index, "boolean mask"), (_draw, "draws random numbers"), (_sample, "draws random numbers"),
-    (_branch, "reads tensor values on the host"),
+    (_branch, "reads tensor values on the host"), (_host_data, "makes a tensor from host data"),
 ])
 def test_cpu_capture_refuses_what_a_cuda_graph_capture_refuses(step, why):
     # The CPU's stand-in for the capture: the steps of the samplers above run under it too.
@@ -148,5 +152,20 @@ def test_cpu_capture_refuses_what_a_cuda_graph_capture_refuses(step, why):
 
 
 def test_cpu_capture_accepts_a_step_without_host_reads():
-    step = lambda x: ops.cfg_filter_sample(x, None, 1.0, 1e-4, 0, True, None)[1] + x[torch.tensor([0, 2])].sum()
+    rows = torch.tensor([0, 2])
+    step = lambda x: ops.cfg_filter_sample(x, None, 1.0, 1e-4, 0, True, None)[1] + x[rows].sum()
     StepGraph(step, [torch.randn(4, 8)])
+
+
+def test_cpu_replays_must_repeat_the_captured_calls():
+    # A replay repeats the captured kernels with the captured arguments: a step whose Python numbers
+    # or buffers change from call to call would be replayed wrongly on a GPU.
+    state = {"scale": 2.0, "table": torch.ones(8)}
+    graph = StepGraph(lambda x: x * state["scale"] + state["table"], [torch.randn(8)])
+    graph(torch.randn(8))
+    state["scale"] = 3.0
+    with pytest.raises(RuntimeError, match="changed since its capture"):
+        graph(torch.randn(8))
+    state["scale"], state["table"] = 2.0, torch.zeros(8)
+    with pytest.raises(RuntimeError, match="changed since its capture"):
+        graph(torch.randn(8))

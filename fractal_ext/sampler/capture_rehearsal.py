@@ -1,17 +1,25 @@
-"""The CPU's stand-in for a CUDA graph capture refuses what a capture refuses.
+"""The CPU's stand-in for a CUDA graph capture refuses what a capture refuses, and each later call
+must repeat what was captured.
 
 A replayed step must not read tensor values on the host (`.item()`, `nonzero`, a boolean mask
 index, `if tensor:` ...): on a GPU that is a synchronisation, which fails the capture, or a
-data-dependent shape, which a replay cannot change. Nor may it draw random numbers: the sampler
-draws between replays, so a graph never has to replay a generator's state. On the CPU,
-`StepGraph` runs the step's first call (the one a GPU would capture) under `CaptureRehearsal`, so
-CPU tests find such an operation before a GPU does.
+data-dependent shape, which a replay cannot change. Nor may it draw random numbers (the sampler
+draws between replays, so a graph never has to replay a generator's state) or make tensors from
+host data (`torch.tensor([...])`: a copy from the host inside the capture, whose values every
+replay would reuse). And a replay repeats the captured kernels with the captured arguments: a
+step whose operators, Python numbers or buffers (other than its own intermediates) change from
+call to call would silently compute something else when replayed.
 
+On the CPU, `StepGraph` runs a step once as a warm-up (as on a GPU: one-time preparations happen
+there), then once more (the run a GPU would capture) under `CaptureRehearsal`, which refuses the
+operations above and records the operator calls; every later call is recorded again and must
+match. CPU tests thus find such a step before a GPU does.
 Not seen here: copies to the host (`.cpu()`, `.tolist()` of a CUDA tensor), which are no-ops for
 CPU tensors.
 """
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 aten = torch.ops.aten
 
@@ -25,6 +33,7 @@ RANDOM_DRAWS = {
     aten.exponential_, aten.geometric_, aten.cauchy_, aten.log_normal_,
 }
 MASK_INDEXING = {aten.index, aten.index_put, aten.index_put_, aten._index_put_impl_}
+HOST_DATA = {aten.lift_fresh, aten.lift_fresh_copy}
 
 
 def _is_mask(x) -> bool:
@@ -38,6 +47,8 @@ def capture_violation(func, args, kwargs) -> str | None:
         return "reads tensor values on the host"
     if packet in RANDOM_DRAWS:
         return "draws random numbers"
+    if packet in HOST_DATA:
+        return "makes a tensor from host data"
     if func._schema.name == "fractal_ext::cfg_filter_sample" and not (args[5] if len(args) > 5 else kwargs["greedy"]):
         return "draws random numbers"
     if packet in MASK_INDEXING and len(args) > 1 and any(_is_mask(i) for i in args[1] if i is not None):
@@ -49,10 +60,54 @@ def capture_violation(func, args, kwargs) -> str | None:
 
 
 class CaptureRehearsal(TorchDispatchMode):
+    """Refuses what a capture refuses and records the operator calls (`calls`): the operator, its
+    Python arguments, and for each tensor argument its shape, strides and dtype, plus its address
+    unless the step itself made it."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+        # The tensors the step made, by id; held, so that no id is reused during the step.
+        self._made_here = {}
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         why = capture_violation(func, args, kwargs)
         if why is not None:
             raise RuntimeError(f"a replayed sampling step calls {func}, which {why}: a CUDA graph capture of this "
                                f"step would fail or replay it wrongly (see fractal_ext/sampler/graphs.py)")
-        return func(*args, **kwargs)
+        leaves, _ = tree_flatten((args, kwargs))
+        self.calls.append((func, tuple(self._describe(leaf) for leaf in leaves)))
+        out = func(*args, **kwargs)
+        self.adopt(out)
+        return out
+
+    def adopt(self, tensors) -> None:
+        """Counts `tensors` (any nesting) as made by the step: outputs of its operators, and of a
+        call this mode cannot see into (the tests' emulated CUDA kernels)."""
+        self._made_here.update((id(t), t) for t in tree_flatten(tensors)[0] if isinstance(t, torch.Tensor))
+
+    def _describe(self, leaf):
+        if isinstance(leaf, float):
+            return ("float", leaf.hex())  # exact, and NaN equals NaN
+        if not isinstance(leaf, torch.Tensor):
+            return leaf
+        if id(leaf) in self._made_here:
+            address = "made by the step"
+        elif leaf.layout == torch.strided:
+            address = leaf.data_ptr()
+        else:  # oneDNN's opaque weight layouts have no data pointer: the tensor object stands for it
+            address = ("object", id(leaf))
+        strides = leaf.stride() if leaf.layout == torch.strided else None
+        return ("tensor", tuple(leaf.shape), strides, leaf.dtype, leaf.layout, address)
+
+
+def check_same_calls(captured: list, now: list) -> None:
+    """Raises unless a later call of a step (`now`) repeats its captured operator calls."""
+    for index, (then, again) in enumerate(zip(captured, now)):
+        if then != again:
+            raise RuntimeError(f"a replayed sampling step changed since its capture (operator call {index}: captured "
+                               f"{then}, now {again}); a CUDA graph replay would repeat the captured call")
+    if len(captured) != len(now):
+        raise RuntimeError(f"a replayed sampling step changed since its capture ({len(captured)} operator calls "
+                           f"captured, {len(now)} now); a CUDA graph replay would repeat the captured ones")

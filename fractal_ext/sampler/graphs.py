@@ -16,13 +16,14 @@ sampler draws between replays, so a graph never has to replay a generator's stat
 
 On the CPU there is no graph: when asked for (`cuda_graphs=True`), the step function runs on the
 static buffers and its result is copied into the output buffer, the same data flow as a replay,
-so that CPU tests check the buffer handling the GPU path relies on; its first run, the one a GPU
-would capture, refuses what a capture refuses (`CaptureRehearsal`).
+so that CPU tests check the buffer handling the GPU path relies on. After a warm-up run, as on a
+GPU, the run a GPU would capture refuses what a capture refuses, and every later run must repeat
+its operator calls, as a replay does (`CaptureRehearsal`).
 """
 import torch
 
 from fractal_ext import ops
-from fractal_ext.sampler.capture_rehearsal import CaptureRehearsal
+from fractal_ext.sampler.capture_rehearsal import CaptureRehearsal, check_same_calls
 
 
 class StepGraph:
@@ -45,8 +46,12 @@ class StepGraph:
             with torch.cuda.graph(self.graph):
                 self.static_output = fn(*self.static_inputs)
         else:
-            with CaptureRehearsal():
-                self.static_output = fn(*self.static_inputs).clone()
+            fn(*self.static_inputs)  # the warm-up, as on a GPU (one-time preparations happen here)
+            rehearsal = CaptureRehearsal()
+            with rehearsal:
+                output = fn(*self.static_inputs)
+            self.static_output = output.clone()
+            self.captured_calls = rehearsal.calls
 
     def __call__(self, *inputs):
         for static, x in zip(self.static_inputs, inputs):
@@ -54,7 +59,11 @@ class StepGraph:
         if self.on_cuda:
             self.graph.replay()
         else:
-            self.static_output.copy_(self.fn(*self.static_inputs))
+            replay = CaptureRehearsal()
+            with replay:
+                output = self.fn(*self.static_inputs)
+            check_same_calls(self.captured_calls, replay.calls)
+            self.static_output.copy_(output)
         return self.static_output
 
 
