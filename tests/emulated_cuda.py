@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import os
 import pathlib
+import shutil
+import sys
 
 from torch.utils import cpp_extension
 
@@ -28,6 +30,8 @@ def load():
     include = cuda_include_dir()
     if include is None:
         return None, "the CUDA headers (cuda_fp16.h) are not installed; set CUDA_HOME to a CUDA toolkit"
+    if shutil.which("ninja") is None:  # pip's ninja sits beside the interpreter of a venv not activated
+        os.environ["PATH"] = f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     BUILD.mkdir(parents=True, exist_ok=True)
     module = cpp_extension.load(
         name="fractal_ext_cuda_emulator",
