@@ -10,17 +10,19 @@ few bytes before the page is reported). What the emulator cannot show (the memor
 timing, the hardware's approximate __expf) stays with the CUDA tests of the other files, run on a
 GPU by benchmarks/gpu_check.sh.
 """
+import contextlib
+import sys
+from pathlib import Path
+
 import pytest
 import torch
-from torch.utils._python_dispatch import _disable_current_modes, _get_current_dispatch_mode
 
 import emulated_cuda
 from conftest import TINY_MODELS
-from fractal_ext import ops, reference
+from fractal_ext import reference
 from fractal_ext.images import to_uint8
 from fractal_ext.models import FractalGen
 from fractal_ext.sampler import decode, mar as mar_sampler, workspace
-from fractal_ext.sampler.capture_rehearsal import CaptureRehearsal
 from fractal_ext.sampler.workspace import cache_head_dim
 from reference_models import reference_tensors, sample_tiny
 
@@ -308,53 +310,49 @@ def test_gather_with_an_out_of_range_index_asserts_and_zeroes_its_rows(emu):
 
 def take_the_cuda_path(monkeypatch):
     """The fast sampler takes the path it takes on a GPU: block steps composed of matmuls and the
-    attention operator, the MAR pass through the model's modules."""
+    attention operator, the MAR pass through the model's modules, KV caches laid out for CUDA."""
     monkeypatch.setattr(decode, "runs_block_step_kernel", lambda x: False)
     monkeypatch.setattr(mar_sampler, "runs_onednn_pass", lambda x: False)
-
-
-def emulate_the_cuda_kernels(emulator, monkeypatch):
-    """The operators run their CUDA kernels on the emulator (threads in order, tensors fenced at
-    their end), and the KV caches are laid out as on CUDA."""
-    emulator.set_schedule("in_order", 0)
-    emulator.set_fence_side("tail")
     monkeypatch.setattr(workspace, "cache_head_dim", lambda head_dim, device: cache_head_dim(head_dim, "cuda"))
 
-    def cfg_filter_sample(logits, cfg, temperature, filter_threshold, channel, greedy, generator):
-        assert greedy, "the emulated draw follows no torch.Generator: greedy sampling only"
-        return emulator.cfg_filter_sample(logits, cfg, temperature, filter_threshold, channel, True, 0, 0)[:2]
 
-    emulated = {
+@contextlib.contextmanager
+def cuda_kernels_behind_the_cpu_operators(emulator):
+    """torch.ops.fractal_ext.* on CPU tensors run their CUDA kernels on the emulator (threads in
+    order, tensors fenced at their end). Autograd formulas, and the steps' capture rehearsal,
+    see the operators as usual: one call each."""
+    emulator.set_schedule("in_order", 0)
+    emulator.set_fence_side("tail")
+
+    def cfg_filter_sample(logits, cfg, temperature, filter_threshold, channel, greedy, generator):
+        # The Philox seed of a draw comes from the generator (not a CUDA generator's own stream).
+        seed = 0 if greedy else int(torch.randint(2**62, (), generator=generator))
+        return emulator.cfg_filter_sample(logits, cfg, temperature, filter_threshold, channel, greedy, seed, 0)[:2]
+
+    kernels = {
         "kv_cache_attention": lambda *args: emulator.kv_cache_attention(*args, H200_SMS)[0],
         "cfg_filter_sample": cfg_filter_sample,
         "gather_neighbour_conditions": lambda *args: emulator.gather_neighbour_conditions(*args, H200_SMS)[0],
+        "gather_neighbour_conditions_backward":
+            lambda *args: emulator.gather_neighbour_conditions_backward(*args, H200_SMS)[0],
         "patchify": lambda *args: emulator.patchify(*args, H200_SMS)[0],
         "unpatchify": lambda *args: emulator.unpatchify(*args, H200_SMS)[0],
     }
-    for name, function in emulated.items():
-        monkeypatch.setattr(ops, name, opaque(function))
-
-
-def opaque(function):
-    """An emulated operator is one operator to the steps' capture rehearsal (fractal_ext.sampler.
-    capture_rehearsal), as a CUDA kernel is: its fenced copies and poison fills stay unseen, and
-    its outputs count as made by the step."""
-    def call(*args):
-        rehearsal = _get_current_dispatch_mode()
-        with _disable_current_modes():
-            out = function(*args)
-        if isinstance(rehearsal, CaptureRehearsal):
-            rehearsal.adopt(out)
-        return out
-    return call
+    library = torch.library.Library("fractal_ext", "IMPL")
+    try:
+        for name, kernel in kernels.items():
+            library.impl(name, kernel, "CPU")
+        yield
+    finally:
+        library._destroy()
 
 
 @pytest.mark.parametrize("name", TINY_MODELS)
 def test_greedy_samples_of_the_cuda_path_on_emulated_kernels_are_exact(name, emulator, monkeypatch):
     take_the_cuda_path(monkeypatch)
-    emulate_the_cuda_kernels(emulator, monkeypatch)
     # With replayed steps: on the CPU their first runs rehearse the CUDA graph captures.
-    images = sample_tiny(name, "cpu", cuda_graphs=True, greedy=True)
+    with cuda_kernels_behind_the_cpu_operators(emulator):
+        images = sample_tiny(name, "cpu", cuda_graphs=True, greedy=True)
     assert torch.equal(to_uint8(images), reference_tensors(name)["out.greedy_raster_sample_u8"])
 
 
@@ -372,8 +370,9 @@ def test_head_dims_the_cuda_kernel_lacks_are_padded(emulator, monkeypatch):
 
     take_the_cuda_path(monkeypatch)
     on_the_cpu_kernels = sample()
-    emulate_the_cuda_kernels(emulator, monkeypatch)
-    assert torch.equal(to_uint8(sample()), to_uint8(on_the_cpu_kernels))
+    with cuda_kernels_behind_the_cpu_operators(emulator):
+        on_the_cuda_kernels = sample()
+    assert torch.equal(to_uint8(on_the_cuda_kernels), to_uint8(on_the_cpu_kernels))
 
 
 @pytest.mark.parametrize("name", ["tiny_ar", "tiny_mar4_gp"])
@@ -381,6 +380,17 @@ def test_fp16_samples_of_the_cuda_path_on_emulated_kernels(name, emulator, monke
     # fp16 autocast, what precision="auto" picks on CUDA: the attention kernel gets half rows.
     take_the_cuda_path(monkeypatch)
     on_the_cpu_kernels = sample_tiny(name, "cpu", cuda_graphs=True, greedy=True, precision="fp16")
-    emulate_the_cuda_kernels(emulator, monkeypatch)
-    emulated = sample_tiny(name, "cpu", cuda_graphs=True, greedy=True, precision="fp16")
+    with cuda_kernels_behind_the_cpu_operators(emulator):
+        emulated = sample_tiny(name, "cpu", cuda_graphs=True, greedy=True, precision="fp16")
     assert torch.equal(to_uint8(emulated), to_uint8(on_the_cpu_kernels))
+
+
+def test_the_gpu_checks_sanitizer_inputs_pass_the_cuda_kernels(emulator, monkeypatch, capsys):
+    # benchmarks/sanitize_ops.py, run under compute-sanitizer by the GPU check, on the emulated
+    # kernels (backward passes included): every input passes the CUDA entry points' own checks.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import sanitize_ops
+    monkeypatch.setattr(sys, "argv", ["sanitize_ops.py", "--device", "cpu"])
+    with cuda_kernels_behind_the_cpu_operators(emulator):
+        assert sanitize_ops.main() == 0
+    assert "every op ran on cpu" in capsys.readouterr().out

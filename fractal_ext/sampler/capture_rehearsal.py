@@ -83,8 +83,7 @@ class CaptureRehearsal(TorchDispatchMode):
         return out
 
     def adopt(self, tensors) -> None:
-        """Counts `tensors` (any nesting) as made by the step: outputs of its operators, and of a
-        call this mode cannot see into (the tests' emulated CUDA kernels)."""
+        """Counts `tensors` (any nesting: an operator's outputs) as made by the step."""
         self._made_here.update((id(t), t) for t in tree_flatten(tensors)[0] if isinstance(t, torch.Tensor))
 
     def _describe(self, leaf):
