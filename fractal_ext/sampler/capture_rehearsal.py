@@ -79,12 +79,8 @@ class CaptureRehearsal(TorchDispatchMode):
         leaves, _ = tree_flatten((args, kwargs))
         self.calls.append((func, tuple(self._describe(leaf) for leaf in leaves)))
         out = func(*args, **kwargs)
-        self.adopt(out)
+        self._made_here.update((id(t), t) for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor))
         return out
-
-    def adopt(self, tensors) -> None:
-        """Counts `tensors` (any nesting: an operator's outputs) as made by the step."""
-        self._made_here.update((id(t), t) for t in tree_flatten(tensors)[0] if isinstance(t, torch.Tensor))
 
     def _describe(self, leaf):
         if isinstance(leaf, float):
