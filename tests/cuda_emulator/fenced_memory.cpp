@@ -38,8 +38,10 @@ Fenced::Fenced(const at::Tensor& original) {
   auto* base = static_cast<std::byte*>(mapping);
   std::byte* data_begin = base + page;
   std::byte* data_end = data_begin + data_pages * page;
-  mprotect(base, page, PROT_NONE);
-  mprotect(data_end, page, PROT_NONE);
+  if (mprotect(base, page, PROT_NONE) != 0 || mprotect(data_end, page, PROT_NONE) != 0) {
+    munmap(mapping, total);
+    throw std::runtime_error("cuda_emulator: mprotect failed: the tensor would have no fences");
+  }
   std::memset(data_begin, static_cast<int>(kSentinel), data_end - data_begin);
 
   const size_t residue = reinterpret_cast<uintptr_t>(original.data_ptr()) % kAlignment;
