@@ -65,4 +65,7 @@ def barrier(info: DistInfo):
 
 def cleanup(info: DistInfo):
     if info.distributed and dist.is_initialized():
+        # Every rank reaches the end before any tears its connections down: Gloo aborted one rank
+        # (SIGABRT) once when the other was still busy (rank 0 writing its results).
+        dist.barrier()
         dist.destroy_process_group()
