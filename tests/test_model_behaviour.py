@@ -6,17 +6,18 @@ import torch
 
 from fractal_ext.evaluation import bits_per_dim
 from fractal_ext.models import FractalGen
+from fractal_ext.sampler import generate
 from reference_models import build_reference_model, normalised_images, reference_entry
 
 SAMPLE_ARGS = dict(num_iter_list=[4, 4], cfg=2.0, cfg_schedule="linear", temperature=1.0, filter_threshold=1e-3)
 
 
-def sample(model, labels, seed=None, **overrides):
+def sample(model, labels, seed=None, implementation="fast", **overrides):
     args = {**SAMPLE_ARGS, **overrides}
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     cond_list = model.build_cond_list(labels, args["cfg"])
     return model.sample(cond_list, args["num_iter_list"], args["cfg"], args["cfg_schedule"], args["temperature"],
-                        args["filter_threshold"], generator=generator)
+                        args["filter_threshold"], generator=generator, implementation=implementation)
 
 
 @pytest.mark.parametrize("name", ["tiny_ar", "tiny_mar"])
@@ -40,8 +41,14 @@ def test_sampling_without_guidance_uses_unpaired_rows():
     [
         (dict(num_iter_list=[4]), "num_iter_list"),
         (dict(num_iter_list=[4, 0]), "num_iter_list"),
-        (dict(cfg=0.5), "cfg must be >= 1"),
-        (dict(temperature=0.0), "temperature must be > 0"),
+        (dict(num_iter_list=[4, 2.5]), "integers >= 1"),
+        (dict(num_iter_list=[4, float("nan")]), "integers >= 1"),
+        (dict(cfg=0.5), "cfg must be a finite number >= 1"),
+        (dict(cfg=float("nan")), "cfg must be a finite number >= 1"),
+        (dict(cfg=float("inf")), "cfg must be a finite number >= 1"),
+        (dict(temperature=0.0), "temperature must be a finite number > 0"),
+        (dict(temperature=float("inf")), "temperature must be a finite number > 0"),
+        (dict(filter_threshold=float("nan")), "filter_threshold"),
         (dict(cfg_schedule="cosine"), "cfg_schedule"),
         (dict(filter_threshold=2.0), "filter_threshold"),
     ],
@@ -50,6 +57,43 @@ def test_bad_sampling_arguments(overrides, message):
     model = build_reference_model("tiny_mar")
     with pytest.raises(ValueError, match=message):
         sample(model, torch.tensor([1]), seed=0, **overrides)
+
+
+@pytest.mark.parametrize("implementation", ["fast", "eager"])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda cond: cond.double(), r"cond_list\[0\] must be a float32 \[rows, 64\] tensor on cpu.*float64"),
+        (lambda cond: cond[:, :5], r"cond_list\[0\] must be .*\(4, 5\)"),
+        (lambda cond: cond[None], r"cond_list\[0\] must be .*\(1, 4, 64\)"),
+        (lambda cond: cond[:0], "no rows"),
+        (lambda cond: cond[:3], "an even count"),
+        (lambda cond: cond.tolist(), r"cond_list\[0\] must be .*got list"),
+    ],
+)
+def test_bad_condition_lists(implementation, change, message):
+    model = build_reference_model("tiny_mar")
+    cond_list = [change(cond) for cond in model.build_cond_list(torch.tensor([1, 2]), 3.0)]
+    with pytest.raises(ValueError, match=message):
+        model.sample(cond_list, [2, 2], 3.0, "linear", 1.0, 1e-4, implementation=implementation)
+    if isinstance(cond_list[0], torch.Tensor):  # a mismatch in a later slot is named too
+        good = model.build_cond_list(torch.tensor([1, 2]), 3.0)[0]
+        with pytest.raises(ValueError, match=r"cond_list\[3\]|no rows|even count"):
+            model.sample([good] * 3 + cond_list[3:], [2, 2], 3.0, "linear", 1.0, 1e-4, implementation=implementation)
+
+
+@pytest.mark.parametrize("implementation", ["fast", "eager"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_cast_weights_are_refused_with_the_autocast_alternative(implementation, dtype):
+    model = build_reference_model("tiny_ar").to(dtype)
+    with pytest.raises(ValueError, match=rf"float32 weights, got \['{dtype}'\].*precision='bf16' or 'fp16'"):
+        sample(model, torch.tensor([1]), seed=0, implementation=implementation)
+
+
+def test_generating_no_labels_gives_no_images():
+    model = build_reference_model("tiny_mar")
+    assert generate(model, []).shape == (0, 16, 16, 3)
+    assert generate(model, torch.tensor([], dtype=torch.long), output="normalised").shape == (0, 3, 16, 16)
 
 
 def test_bad_labels():
@@ -107,12 +151,26 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_images_outside_the_normalised_range_are_rejected():
+@pytest.mark.parametrize(
+    "images, labels, message",
+    [
+        (torch.full((1, 3, 16, 16), 10.0), torch.tensor([0]), "normalised"),
+        (torch.full((1, 3, 16, 16), float("nan")), torch.tensor([0]), "normalised .* or NaN"),
+        (torch.zeros(1, 3, 8, 8), torch.tensor([0]), r"\[B >= 1, 3, 16, 16\]"),
+        (torch.zeros(0, 3, 16, 16), torch.tensor([], dtype=torch.long), r"\[B >= 1, 3, 16, 16\]"),
+        (torch.zeros(1, 3, 16, 16, dtype=torch.float64), torch.tensor([0]), "float32 like the model's weights, got torch.float64"),
+        (torch.zeros(1, 3, 16, 16, dtype=torch.uint8), torch.tensor([0]), "float32 like the model's weights, got torch.uint8"),
+        (torch.zeros(2, 3, 16, 16), torch.tensor([0]), r"one class per image \(2\), got 1"),
+        (torch.zeros(1, 3, 16, 16), torch.tensor([10]), r"labels must be in \[0, 10\)"),
+        (torch.zeros(1, 3, 16, 16), torch.tensor([-1]), r"labels must be in \[0, 10\)"),
+        (torch.zeros(1, 3, 16, 16), torch.tensor([1.0]), "1-D integer tensor, got torch.float32"),
+        (torch.zeros(1, 3, 16, 16), [1], "1-D integer tensor, got list"),
+    ],
+)
+def test_bad_training_input_is_a_clear_error(images, labels, message):
     model = build_reference_model("tiny_ar")
-    with pytest.raises(ValueError, match="normalised"):
-        model(torch.full((1, 3, 16, 16), 10.0), torch.tensor([0]))
-    with pytest.raises(ValueError, match=r"\[B, 3, 16, 16\]"):
-        model(torch.zeros(1, 3, 8, 8), torch.tensor([0]))
+    with pytest.raises(ValueError, match=message):
+        model(images, labels)
 
 
 def test_bits_per_dim_is_eval_loss_over_ln2():

@@ -42,8 +42,9 @@ def test_same_seed_same_images(tiny_checkpoint, tmp_path):
     [
         (["--labels", "3,10"], "labels must be in"),
         (["--num_iter_list", "4"], "num_iter_list"),
-        (["--cfg", "0.5"], "cfg must be >= 1"),
-        (["--temperature", "0"], "temperature must be > 0"),
+        (["--cfg", "0.5"], "cfg must be a finite number >= 1"),
+        (["--cfg", "nan"], "cfg must be a finite number >= 1"),
+        (["--temperature", "0"], "temperature must be a finite number > 0"),
         (["--model", "fractalgan_in64"], "invalid choice"),
     ],
 )

@@ -4,6 +4,8 @@ Level 0 turns class labels into conditions; each generator turns (images of its 
 conditions) into (patches for the next level, their conditions); the last level is the pixel
 head. `sample` recurses the same way, from the class condition down to single pixels.
 """
+import math
+import operator
 from functools import partial
 
 import torch
@@ -84,7 +86,8 @@ class FractalGen(nn.Module):
         """Training loss. At level 0 `cond_list` holds the class labels [B].
         `mask_all_tokens` masks every MAR token (the deterministic evaluation of the references)."""
         if self.fractal_level == 0:
-            check_normalised_images(imgs, self.config.img_size_list[0])
+            check_normalised_images(imgs, self.config.img_size_list[0], self.fake_latent.dtype)
+            self.check_labels(cond_list, imgs.shape[0])
             cond_list = [self.class_condition(cond_list, generator)] * 5
         gen_kwargs = {"mask_all_tokens": mask_all_tokens} if isinstance(self.generator, MAR) else {}
         imgs, cond_list, guiding_pixel_loss = self.generator(imgs, cond_list, generator=generator, **gen_kwargs)
@@ -146,48 +149,83 @@ class FractalGen(nn.Module):
             self._fast_sampler = FastSampler(self)
         return self._fast_sampler
 
-    def build_cond_list(self, labels: torch.Tensor, cfg: float) -> list[torch.Tensor]:
-        """Level-0 condition list for class labels [B] (SPEC section 5): class embeddings, with
-        CFG followed by as many `fake_latent` rows; repeated once per condition slot."""
-        if labels.dtype not in (torch.int32, torch.int64) or labels.dim() != 1:
-            raise ValueError(f"labels must be a 1-D integer tensor, got {labels.dtype} {tuple(labels.shape)}")
+    def check_labels(self, labels, count: int | None = None):
+        """Class labels: a 1-D integer tensor of values in [0, class_num) (and `count` of them)."""
+        if not isinstance(labels, torch.Tensor) or labels.dtype not in (torch.int32, torch.int64) or labels.dim() != 1:
+            described = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, torch.Tensor) else type(labels).__name__
+            raise ValueError(f"labels must be a 1-D integer tensor, got {described}")
+        if count is not None and labels.shape[0] != count:
+            raise ValueError(f"labels must hold one class per image ({count}), got {labels.shape[0]}")
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
             raise ValueError(f"labels must be in [0, {self.num_classes}), got values in "
                              f"[{int(labels.min())}, {int(labels.max())}]")
+
+    def build_cond_list(self, labels: torch.Tensor, cfg: float) -> list[torch.Tensor]:
+        """Level-0 condition list for class labels [B] (SPEC section 5): class embeddings, with
+        CFG followed by as many `fake_latent` rows; repeated once per condition slot."""
+        self.check_labels(labels)
         cond = self.class_emb(labels)
         if float(cfg) != 1.0:
             cond = torch.cat([cond, self.fake_latent.expand(labels.shape[0], -1)])
         return [cond] * self.config.num_conds
 
 
-def check_normalised_images(imgs, size):
-    if imgs.dim() != 4 or imgs.shape[1] != 3 or imgs.shape[-2:] != (size, size):
-        raise ValueError(f"images must be [B, 3, {size}, {size}], got {tuple(imgs.shape)}")
+def check_normalised_images(imgs, size, dtype):
+    if imgs.dim() != 4 or imgs.shape[0] == 0 or imgs.shape[1] != 3 or imgs.shape[-2:] != (size, size):
+        raise ValueError(f"images must be [B >= 1, 3, {size}, {size}], got {tuple(imgs.shape)}")
+    if imgs.dtype != dtype:
+        raise ValueError(f"images must be {dtype} like the model's weights, got {imgs.dtype}")
     mean = torch.tensor(reference.PIXEL_MEAN, device=imgs.device).reshape(1, 3, 1, 1)
     std = torch.tensor(reference.PIXEL_STD, device=imgs.device).reshape(1, 3, 1, 1)
     pixels = imgs.detach() * std + mean
-    # One tolerance step of 0.5/255: beyond it a pixel would round outside [0, 255].
-    if bool(pixels.min() < -0.5 / 255) or bool(pixels.max() > 255.5 / 255):
+    # One tolerance step of 0.5/255: beyond it a pixel would round outside [0, 255]. Written so
+    # that NaN (which min and max propagate) fails too.
+    if not (bool(pixels.min() >= -0.5 / 255) and bool(pixels.max() <= 255.5 / 255)):
         raise ValueError("images must be pixels in [0, 1] normalised with the ImageNet mean "
-                         f"{reference.PIXEL_MEAN} and std {reference.PIXEL_STD}; got values outside that range")
+                         f"{reference.PIXEL_MEAN} and std {reference.PIXEL_STD}; got values outside that range, or NaN")
 
 
 def validate_sampling_args(model, cond_list, num_iter_list, cfg, cfg_schedule, temperature, filter_threshold):
     num_generators = model.num_fractal_levels - 1
     if len(num_iter_list) < num_generators:
         raise ValueError(f"num_iter_list needs one entry per generator level ({num_generators}), got {list(num_iter_list)}")
-    if any(int(n) < 1 for n in num_iter_list):
-        raise ValueError(f"num_iter_list entries must be >= 1, got {list(num_iter_list)}")
-    if float(cfg) < 1.0:
-        raise ValueError(f"cfg must be >= 1.0, got {cfg}")
+    if not all(_is_integer(n) and n >= 1 for n in num_iter_list):
+        raise ValueError(f"num_iter_list entries must be integers >= 1, got {list(num_iter_list)}")
+    if not (math.isfinite(float(cfg)) and float(cfg) >= 1.0):
+        raise ValueError(f"cfg must be a finite number >= 1.0, got {cfg}")
     if cfg_schedule not in ("linear", "constant"):
         raise ValueError(f"cfg_schedule must be 'linear' or 'constant', got {cfg_schedule!r}")
-    if not float(temperature) > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not (math.isfinite(float(temperature)) and float(temperature) > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
     if not 0.0 <= float(filter_threshold) <= 1.0:
         raise ValueError(f"filter_threshold must be in [0, 1], got {filter_threshold}")
+    # The modules make fp32 tensors of their own (norms, logits, pixel values), as the official ones
+    # do, so cast weights fail deep inside: reduced precision is autocast, as in the official code.
+    weight_dtypes = {p.dtype for p in model.parameters()}
+    if weight_dtypes != {torch.float32}:
+        raise ValueError(f"sampling needs float32 weights, got {sorted(map(str, weight_dtypes))}; for reduced "
+                         "precision keep fp32 weights and pass precision='bf16' or 'fp16' (autocast)")
     if len(cond_list) < model.config.num_conds:
         raise ValueError(f"cond_list needs {model.config.num_conds} tensors, got {len(cond_list)}")
+    expected = (cond_list[0].shape[0] if isinstance(cond_list[0], torch.Tensor) else None, model.class_emb.embedding_dim)
+    device = model.class_emb.weight.device
+    for i, cond in enumerate(cond_list[: model.config.num_conds]):
+        if not (isinstance(cond, torch.Tensor) and cond.dim() == 2 and tuple(cond.shape) == expected
+                and cond.dtype == torch.float32 and cond.device == device):
+            described = (f"{cond.dtype} {tuple(cond.shape)} on {cond.device}" if isinstance(cond, torch.Tensor)
+                         else type(cond).__name__)
+            raise ValueError(f"cond_list[{i}] must be a float32 [rows, {expected[1]}] tensor on {device} (rows as "
+                             f"cond_list[0]; model.build_cond_list makes them), got {described}")
     rows = cond_list[0].shape[0]
+    if rows == 0:
+        raise ValueError("cond_list has no rows: nothing to sample")
     if float(cfg) != 1.0 and rows % 2:
         raise ValueError(f"with cfg != 1 cond_list holds conditional then unconditional rows (an even count), got {rows}")
+
+
+def _is_integer(value) -> bool:
+    try:
+        operator.index(value)  # int, numpy and 0-d torch integers; not floats (range() refuses them)
+    except TypeError:
+        return False
+    return True

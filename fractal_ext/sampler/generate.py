@@ -46,9 +46,11 @@ def generate(model: FractalGen, labels, *, batch_size: int = 16, output: str = "
         raise ValueError(f"unknown sampling settings: {sorted(unknown)}")
     device = next(model.parameters()).device
     labels = torch.as_tensor(labels, device=device)
+    if labels.shape == (0,):  # an empty list arrives as float32
+        labels = labels.long()
     args = {**default_sampling_settings(model), **settings}
     controls = SamplingControls(generator, greedy, raster_order)
-    chunks = labels.split(batch_size)
+    chunks = labels.split(batch_size) if labels.numel() else ()
     bar = _progress_bar(model, args, len(chunks)) if progress else None
     images = []
     for chunk in chunks:
