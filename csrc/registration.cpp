@@ -2,6 +2,7 @@
 // CUDA kernels in csrc/cuda/; fake (meta) implementations and autograd live in
 // fractal_ext/ops.py; plain-PyTorch references in fractal_ext/reference.py.
 #include <Python.h>
+#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
 #include <torch/version.h>
 
@@ -103,4 +104,15 @@ TORCH_LIBRARY(fractal_ext, m) {
       "Tensor proj_weight, Tensor proj_bias, Tensor norm2_weight, Tensor norm2_bias, Tensor fc1_weight, "
       "Tensor fc1_bias, Tensor fc2_weight, Tensor fc2_bias, Tensor(a!) k_cache, Tensor(b!) v_cache, "
       "Tensor cache_seqlens, float norm_eps, float scale) -> Tensor");
+}
+
+// The sampling operators have no derivatives. Without an Autograd kernel, torch only warns and a
+// backward pass through them would silently leave the inputs' gradients empty; with this one it
+// fails, naming the operator ("derivative for fractal_ext::... is not implemented").
+// patchify, unpatchify and the neighbour gather get their formulas in fractal_ext/ops.py.
+TORCH_LIBRARY_IMPL(fractal_ext, Autograd, m) {
+  for (const char* name : {"gather_neighbour_conditions_backward", "kv_cache_attention", "cfg_filter_sample",
+                           "small_batch_linear", "llama_block_step", "vit_block_step"}) {
+    m.impl(name, torch::autograd::autogradNotImplementedFallback());
+  }
 }
