@@ -9,16 +9,10 @@ import time
 import torch
 
 from fractal_ext.checkpoint import load_model
+from fractal_ext.cli import USER_ERRORS, integer, integer_list, writable_output
 from fractal_ext.images import save_samples
 from fractal_ext.models import OFFICIAL_ARCHITECTURES
 from fractal_ext.sampler import default_sampling_settings, generate
-
-
-def parse_int_list(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,15 +20,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default=None, choices=sorted(OFFICIAL_ARCHITECTURES),
                         help="official architecture (needed for an official .pth without args.model)")
     parser.add_argument("--checkpoint", required=True, help="official checkpoint .pth or fractal_ext .safetensors")
-    parser.add_argument("--labels", type=parse_int_list, default=None, help="class labels, e.g. 1,2,3")
-    parser.add_argument("--num_per_class", type=int, default=1, help="images per label")
-    parser.add_argument("--num_iter_list", type=parse_int_list, default=None)
+    parser.add_argument("--labels", type=integer_list, default=None, help="class labels, e.g. 1,2,3")
+    parser.add_argument("--num_per_class", type=integer(1), default=1, help="images per label")
+    parser.add_argument("--num_iter_list", type=integer_list, default=None)
     parser.add_argument("--cfg", type=float, default=None)
     parser.add_argument("--cfg_schedule", choices=["linear", "constant"], default=None)
     parser.add_argument("--temperature", type=float, default=None)
     parser.add_argument("--filter_threshold", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch_size", type=int, default=16, help="labels per sampling batch")
+    parser.add_argument("--batch_size", type=integer(1), default=16, help="labels per sampling batch")
     parser.add_argument("--greedy", action="store_true", help="most likely token instead of a random draw")
     parser.add_argument("--raster_order", action="store_true", help="MAR levels in raster order")
     parser.add_argument("--implementation", choices=["fast", "eager"], default="fast")
@@ -44,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="replay fixed-shape steps as CUDA graphs (auto: on for CUDA)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output_dir", default="samples")
-    parser.add_argument("--columns", type=int, default=None, help="images per grid row")
+    parser.add_argument("--columns", type=integer(1), default=None, help="images per grid row")
     return parser
 
 
@@ -53,12 +47,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return run(args)
-    except (ValueError, FileNotFoundError) as error:  # bad input: a message, not a traceback
+    except USER_ERRORS as error:  # bad input: a message, not a traceback
         parser.error(str(error))
 
 
 def run(args) -> int:
     model = load_model(args.checkpoint, model_name=args.model, device=args.device)
+    writable_output(args.output_dir, is_dir=True)
     labels = args.labels if args.labels is not None else list(range(min(model.num_classes, 8)))
     labels = [label for label in labels for _ in range(args.num_per_class)]
     settings = {k: getattr(args, k) for k in ("num_iter_list", "cfg", "cfg_schedule", "temperature", "filter_threshold")

@@ -17,7 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from fractal_ext.data import DatasetError, build_dataset, iterate_batches, normalise  # noqa: E402
+from fractal_ext.cli import USER_ERRORS, integer  # noqa: E402
+from fractal_ext.data import build_dataset, iterate_batches, normalise  # noqa: E402
 from fractal_ext.evaluation import dataset_bits_per_dim  # noqa: E402
 from fractal_ext.training.checkpointing import load_any_model  # noqa: E402
 
@@ -29,10 +30,10 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", choices=("fashion_mnist", "imagefolder"), default="fashion_mnist")
     parser.add_argument("--data_path", default=None)
     parser.add_argument("--split", choices=("train", "test"), default="test", help="imagefolder: train/ or val/")
-    parser.add_argument("--img_size", type=int, default=None, help="default: the model's")
-    parser.add_argument("--batch_size", type=int, default=100)
-    parser.add_argument("--num_images", type=int, default=None, help="first N images of the split (default all)")
-    parser.add_argument("--num_passes", type=int, default=None, help="forward passes per batch (default 10 MAR, 1 AR)")
+    parser.add_argument("--img_size", type=integer(1), default=None, help="default: the model's")
+    parser.add_argument("--batch_size", type=integer(1), default=100)
+    parser.add_argument("--num_images", type=integer(1), default=None, help="first N images of the split (default all)")
+    parser.add_argument("--num_passes", type=integer(1), default=None, help="forward passes per batch (default 10 MAR, 1 AR)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
@@ -40,7 +41,7 @@ def main(argv=None) -> int:
         model = load_any_model(args.model_path, args.model, args.device)
         size = args.img_size or model.config.img_size_list[0]
         dataset = build_dataset(args.dataset, args.split, args.data_path, size)
-    except (DatasetError, FileNotFoundError) as error:
+    except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     start = time.time()

@@ -22,6 +22,7 @@ import torch  # noqa: E402
 from fractal_ext.baselines import PixelHistogram  # noqa: E402
 from fractal_ext.checkpoint import load_model  # noqa: E402
 from fractal_ext.classifier import DEFAULT_CLASSIFIER, load_classifier  # noqa: E402
+from fractal_ext.cli import integer, integer_list, writable_output  # noqa: E402
 from fractal_ext.configs import SHIPPED_MODEL, SMALL_SAMPLING  # noqa: E402
 from fractal_ext.data import FASHION_MNIST_CLASSES, FashionMNIST, iterate_batches, normalise  # noqa: E402
 from fractal_ext.evaluation import dataset_bits_per_dim  # noqa: E402
@@ -33,18 +34,20 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_path", default=str(SHIPPED_MODEL))
     parser.add_argument("--classifier_path", default=str(DEFAULT_CLASSIFIER))
-    parser.add_argument("--num_test", type=int, default=1000, help="test images for the model's bits/dim (first N)")
-    parser.add_argument("--num_passes", type=int, default=None, help="default 10 for MAR models (official)")
-    parser.add_argument("--per_class", type=int, default=30, help="generated samples per class")
+    parser.add_argument("--num_test", type=integer(1), default=1000, help="test images for the model's bits/dim (first N)")
+    parser.add_argument("--num_passes", type=integer(1), default=None, help="default 10 for MAR models (official)")
+    parser.add_argument("--per_class", type=integer(1), default=30, help="generated samples per class")
     parser.add_argument("--cfg", type=float, default=sampling["cfg"])
     parser.add_argument("--temperature", type=float, default=sampling["temperature"])
-    parser.add_argument("--num_iter_list", default=",".join(map(str, sampling["num_iter_list"])))
+    parser.add_argument("--num_iter_list", type=integer_list, default=list(sampling["num_iter_list"]))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grid", default=None, help="also write the generated samples as a PNG grid")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=integer(1), default=1,
                         help="CPU threads (1 is fastest for the small batches of sampling on a shared CPU)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.grid:
+        writable_output(args.grid)
     results = {}
     start = time.time()
 
@@ -66,7 +69,7 @@ def main(argv=None):
     results["classifier_test_accuracy"] = float((classifier.predict(images) == labels).float().mean())
 
     requested = torch.arange(10).repeat_interleave(args.per_class)
-    samples = sample_labels(model, requested, [int(n) for n in args.num_iter_list.split(",")], args.cfg,
+    samples = sample_labels(model, requested, args.num_iter_list, args.cfg,
                             sampling["cfg_schedule"], args.temperature, sampling["filter_threshold"],
                             generator=torch.Generator().manual_seed(args.seed))
     predicted = classifier.predict(samples)

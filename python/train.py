@@ -8,8 +8,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fractal_ext.checkpoint import CheckpointError  # noqa: E402
-from fractal_ext.data import DatasetError  # noqa: E402
+from fractal_ext.cli import USER_ERRORS  # noqa: E402
 from fractal_ext.training import NonFiniteLossError, parse_args, train  # noqa: E402
 
 
@@ -17,7 +16,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         summary = train(args)
-    except (NonFiniteLossError, DatasetError, CheckpointError, FileNotFoundError) as error:
+    except (NonFiniteLossError, *USER_ERRORS) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     if int(os.environ.get("RANK", "0")) == 0:

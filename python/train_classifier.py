@@ -12,18 +12,20 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from fractal_ext.classifier import DEFAULT_CLASSIFIER, FashionClassifier, save_classifier  # noqa: E402
+from fractal_ext.cli import integer, number, writable_output  # noqa: E402
 from fractal_ext.data import FashionMNIST  # noqa: E402
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--epochs", type=integer(1), default=3)
+    parser.add_argument("--batch_size", type=integer(1), default=128)
+    parser.add_argument("--lr", type=number(0, above=True), default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data_path", default=None)
     parser.add_argument("--output", default=str(DEFAULT_CLASSIFIER))
     args = parser.parse_args(argv)
+    writable_output(args.output)
 
     torch.manual_seed(args.seed)
     train, test = FashionMNIST("train", args.data_path), FashionMNIST("test", args.data_path)
