@@ -153,3 +153,22 @@ def test_concurrent_threads_sampling_one_model_get_their_own_images(name):
             thread.join()
         for key in requests:
             assert torch.equal(together[key], alone[key]), key
+
+
+def test_models_that_sampled_still_copy_and_pickle():
+    """The fast sampler's buffers are not part of the model: deepcopy (an EMA copy) and torch.save
+    of the whole module work after sampling, and the copies sample the same images."""
+    import copy
+    import io
+
+    model = build_reference_model("tiny_ar")
+    images = generate(model, [1, 2], greedy=True)
+    copied = copy.deepcopy(model)
+    assert "_fast_sampler" not in vars(copied)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert "_fast_sampler" in vars(model) and "_fast_sampler" not in vars(loaded)
+    for other in (copied, loaded):
+        assert torch.equal(generate(other, [1, 2], greedy=True), images)

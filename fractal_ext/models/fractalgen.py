@@ -141,6 +141,14 @@ class FractalGen(nn.Module):
             level = level.next_fractal
         return self
 
+    def __getstate__(self):
+        # The fast sampler only caches buffers (KV caches, per thread): copies and pickles of the
+        # model (copy.deepcopy for an EMA copy, torch.save of the module) leave it out and build
+        # their own on first use.
+        state = super().__getstate__()
+        state.pop("_fast_sampler", None)
+        return state
+
     def fast_sampler(self):
         """The fast sampler of this model, built on first use and kept (with its buffers)."""
         if getattr(self, "_fast_sampler", None) is None:
