@@ -101,11 +101,12 @@ def test_fast_sampler_keeps_its_buffers_between_runs():
     cond_list = model.build_cond_list(labels, args["cfg"])
     first = sampler.sample(cond_list, args["num_iter_list"], args["cfg"], args["cfg_schedule"], args["temperature"],
                            args["filter_threshold"], SamplingControls(greedy=True))
-    buffers = {k: v[0].data_ptr() for k, v in sampler.workspace._caches.items()}
+    buffers = {k: v[0].data_ptr() for k, v in sampler.workspace._buffers.caches.items()}
+    assert buffers  # the AR level's and the pixel head's KV caches
     second = sampler.sample(cond_list, args["num_iter_list"], args["cfg"], args["cfg_schedule"], args["temperature"],
                             args["filter_threshold"], SamplingControls(greedy=True))
     assert torch.equal(first, second)
-    assert buffers == {k: v[0].data_ptr() for k, v in sampler.workspace._caches.items()}
+    assert buffers == {k: v[0].data_ptr() for k, v in sampler.workspace._buffers.caches.items()}
 
 
 @pytest.mark.parametrize("name", ["tiny_ar", "tiny_mar4_gp"])
