@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fractal_ext.checkpoint import load_model, load_official_checkpoint
+from fractal_ext.checkpoint import CheckpointError, load_model, load_official_checkpoint
 from fractal_ext.evaluation import bits_per_dim
 from fractal_ext.data import normalise
 from fractal_ext.training import NonFiniteLossError, checkpointing, train, train_step
@@ -95,6 +95,20 @@ def test_stop_and_resume_reproduces_an_uninterrupted_run(tmp_path):
         assert torch.equal(a, b), name
     events = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events if "event" in e].count("start") == 2
+
+
+def test_a_new_run_never_overwrites_a_checkpoint_it_does_not_continue(tmp_path):
+    dataset = SyntheticImages(size=16)
+    train(tiny_args(tmp_path / "run", "--stop_after", "1"), model=tiny_model(), dataset=dataset)
+    train(tiny_args(tmp_path / "other", "--stop_after", "1"), model=tiny_model(), dataset=dataset)
+    saved = (tmp_path / "run" / "checkpoint-last.pth").read_bytes()
+    for extra in ((), ("--resume", str(tmp_path / "other"))):  # a fresh run, and a run continuing another one
+        with pytest.raises(CheckpointError, match=f"checkpoint-last.pth exists .* --resume {tmp_path / 'run'}"):
+            train(tiny_args(tmp_path / "run", "--stop_after", "1", *extra), model=tiny_model(), dataset=dataset)
+    assert (tmp_path / "run" / "checkpoint-last.pth").read_bytes() == saved
+    continued = [train(tiny_args(tmp_path / "run", "--stop_after", "1", "--resume", str(resume)), model=tiny_model(),
+                       dataset=dataset) for resume in (tmp_path / "run", tmp_path / "run" / "checkpoint-last.pth")]
+    assert [summary["start_step"] for summary in continued] == [1, 2]  # continuing it is what resume is for
 
 
 def test_checkpoint_layout_is_official_and_safetensors(tmp_path):

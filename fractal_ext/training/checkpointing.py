@@ -83,6 +83,18 @@ def resolve_checkpoint_path(resume) -> Path:
     return path
 
 
+def checkpoint_a_new_run_would_overwrite(output_dir, resume) -> str | None:
+    """Why the run must not start, or None: the output folder already holds a checkpoint, and this
+    run does not continue it (its first save would replace the user's checkpoint)."""
+    existing = Path(output_dir) / CHECKPOINT_NAME if output_dir else None
+    if existing is None or not existing.is_file():
+        return None
+    if resume is not None and resolve_checkpoint_path(resume).resolve() == existing.resolve():
+        return None
+    return (f"{existing} exists and this run would overwrite it: pass --resume {output_dir} to continue "
+            "that run, or choose another --output_dir")
+
+
 def load_training_checkpoint(resume, map_location="cpu") -> dict:
     checkpoint = load_official_checkpoint(resolve_checkpoint_path(resume), map_location=map_location)
     for key in ("model", "optimizer", "step"):

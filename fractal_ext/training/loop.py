@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from fractal_ext.checkpoint import CheckpointError
 from fractal_ext.configs import build_named_model
 from fractal_ext.data import build_dataset, collate_uint8, normalise, random_hflip
 from fractal_ext.precision import AUTOCAST_DTYPES
@@ -177,6 +178,11 @@ def train(args: argparse.Namespace, model=None, dataset=None) -> dict:
 
 
 def _train(args, info: DistInfo, model, dataset) -> dict:
+    # Decided by the main process and shared, so that every rank stops (none waits in a collective).
+    refusal = checkpointing.checkpoint_a_new_run_would_overwrite(args.output_dir, args.resume) if info.is_main else None
+    refusal = all_gather_objects(refusal, info)[0]
+    if refusal:
+        raise CheckpointError(refusal)
     seed_everything(args.seed + info.rank)
     device = info.device
     if dataset is None:
