@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from fractal_ext import ops
+from test_ops_block_step import llama_args, vit_args
 
 pytestmark = pytest.mark.skipif(not ops.EXTENSION_AVAILABLE, reason="fractal_ext._C is not built")
 
@@ -47,6 +48,29 @@ def test_every_operator_compiles_in_one_graph(backend):
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
     for name in ("k_cache", "v_cache"):  # the in-place append happened, as in eager mode
         torch.testing.assert_close(compiled_inputs[name], eager_inputs[name], rtol=0, atol=0)
+
+
+def test_the_cpu_decoding_operators_compile_in_one_graph():
+    """small_batch_linear and the block steps (CPU only), chained as a decoding step chains them."""
+
+    def decode(llama, vit, weight):
+        x = ops.llama_block_step(*llama.values())
+        x = ops.vit_block_step(x * 0.5, *list(vit.values())[1:])
+        return ops.small_batch_linear(x, weight, None).tanh() + x.sum()
+
+    def inputs():
+        torch.manual_seed(0)  # the helpers draw x from the global generator
+        return llama_args(), vit_args(), torch.linspace(-1, 1, 5 * 32).reshape(5, 32)
+
+    torch._dynamo.reset()
+    eager_inputs, compiled_inputs = inputs(), inputs()
+    expected = decode(*eager_inputs)
+    with torch._inductor.config.patch(fx_graph_cache=False), torch._functorch.config.patch(enable_autograd_cache=False):
+        actual = torch.compile(decode, fullgraph=True)(*compiled_inputs)
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+    for eager_args, compiled_args in zip(eager_inputs[:2], compiled_inputs[:2]):
+        for name in ("k_cache", "v_cache"):
+            torch.testing.assert_close(compiled_args[name], eager_args[name], rtol=0, atol=0)
 
 
 def test_gradients_through_the_operators_compile():
