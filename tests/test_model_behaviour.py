@@ -160,7 +160,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         (torch.zeros(0, 3, 16, 16), torch.tensor([], dtype=torch.long), r"\[B >= 1, 3, 16, 16\]"),
         (torch.zeros(1, 3, 16, 16, dtype=torch.float64), torch.tensor([0]), "float32 like the model's weights, got torch.float64"),
         (torch.zeros(1, 3, 16, 16, dtype=torch.uint8), torch.tensor([0]), "float32 like the model's weights, got torch.uint8"),
-        (torch.zeros(2, 3, 16, 16), torch.tensor([0]), r"one class per image \(2\), got 1"),
+        (torch.zeros(2, 3, 16, 16), torch.tensor([0]), r"one class per image \(2, on cpu\), got 1 on cpu"),
         (torch.zeros(1, 3, 16, 16), torch.tensor([10]), r"labels must be in \[0, 10\)"),
         (torch.zeros(1, 3, 16, 16), torch.tensor([-1]), r"labels must be in \[0, 10\)"),
         (torch.zeros(1, 3, 16, 16), torch.tensor([1.0]), "1-D integer tensor, got torch.float32"),

@@ -86,8 +86,7 @@ class FractalGen(nn.Module):
         """Training loss. At level 0 `cond_list` holds the class labels [B].
         `mask_all_tokens` masks every MAR token (the deterministic evaluation of the references)."""
         if self.fractal_level == 0:
-            check_normalised_images(imgs, self.config.img_size_list[0], self.fake_latent.dtype)
-            self.check_labels(cond_list, imgs.shape[0])
+            self.check_training_input(imgs, cond_list)
             cond_list = [self.class_condition(cond_list, generator)] * 5
         gen_kwargs = {"mask_all_tokens": mask_all_tokens} if isinstance(self.generator, MAR) else {}
         imgs, cond_list, guiding_pixel_loss = self.generator(imgs, cond_list, generator=generator, **gen_kwargs)
@@ -157,16 +156,50 @@ class FractalGen(nn.Module):
             self._fast_sampler = FastSampler(self)
         return self._fast_sampler
 
-    def check_labels(self, labels, count: int | None = None):
-        """Class labels: a 1-D integer tensor of values in [0, class_num) (and `count` of them)."""
+    def check_training_input(self, imgs, labels):
+        """Normalised fp32 images [B, 3, H, W] with pixels in range, and one label in [0, class_num)
+        per image; the value checks cost one host synchronisation per step between them."""
+        size = self.config.img_size_list[0]
+        if imgs.dim() != 4 or imgs.shape[0] == 0 or imgs.shape[1] != 3 or imgs.shape[-2:] != (size, size):
+            raise ValueError(f"images must be [B >= 1, 3, {size}, {size}], got {tuple(imgs.shape)}")
+        if imgs.dtype != self.fake_latent.dtype:
+            raise ValueError(f"images must be {self.fake_latent.dtype} like the model's weights, got {imgs.dtype}")
+        self._check_label_layout(labels)
+        if labels.shape[0] != imgs.shape[0] or labels.device != imgs.device:
+            raise ValueError(f"labels must hold one class per image ({imgs.shape[0]}, on {imgs.device}), got "
+                             f"{labels.shape[0]} on {labels.device}")
+        mean = torch.tensor(reference.PIXEL_MEAN, device=imgs.device).reshape(1, 3, 1, 1)
+        std = torch.tensor(reference.PIXEL_STD, device=imgs.device).reshape(1, 3, 1, 1)
+        pixels = imgs.detach() * std + mean
+        # One tolerance step of 0.5/255: beyond it a pixel would round outside [0, 255]. Written so
+        # that NaN (which min and max propagate) fails too.
+        pixels_ok, labels_ok = torch.stack([
+            (pixels.min() >= -0.5 / 255) & (pixels.max() <= 255.5 / 255), self._labels_in_range(labels),
+        ]).tolist()
+        if not pixels_ok:
+            raise ValueError("images must be pixels in [0, 1] normalised with the ImageNet mean "
+                             f"{reference.PIXEL_MEAN} and std {reference.PIXEL_STD}; got values outside that range, or NaN")
+        if not labels_ok:
+            self._raise_labels_out_of_range(labels)
+
+    def check_labels(self, labels):
+        """Class labels: a 1-D integer tensor of values in [0, class_num)."""
+        self._check_label_layout(labels)
+        if labels.numel() and not bool(self._labels_in_range(labels)):
+            self._raise_labels_out_of_range(labels)
+
+    @staticmethod
+    def _check_label_layout(labels):
         if not isinstance(labels, torch.Tensor) or labels.dtype not in (torch.int32, torch.int64) or labels.dim() != 1:
             described = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, torch.Tensor) else type(labels).__name__
             raise ValueError(f"labels must be a 1-D integer tensor, got {described}")
-        if count is not None and labels.shape[0] != count:
-            raise ValueError(f"labels must hold one class per image ({count}), got {labels.shape[0]}")
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
-            raise ValueError(f"labels must be in [0, {self.num_classes}), got values in "
-                             f"[{int(labels.min())}, {int(labels.max())}]")
+
+    def _labels_in_range(self, labels):
+        return (labels.min() >= 0) & (labels.max() < self.num_classes)
+
+    def _raise_labels_out_of_range(self, labels):
+        raise ValueError(f"labels must be in [0, {self.num_classes}), got values in "
+                         f"[{int(labels.min())}, {int(labels.max())}]")
 
     def build_cond_list(self, labels: torch.Tensor, cfg: float) -> list[torch.Tensor]:
         """Level-0 condition list for class labels [B] (SPEC section 5): class embeddings, with
@@ -176,21 +209,6 @@ class FractalGen(nn.Module):
         if float(cfg) != 1.0:
             cond = torch.cat([cond, self.fake_latent.expand(labels.shape[0], -1)])
         return [cond] * self.config.num_conds
-
-
-def check_normalised_images(imgs, size, dtype):
-    if imgs.dim() != 4 or imgs.shape[0] == 0 or imgs.shape[1] != 3 or imgs.shape[-2:] != (size, size):
-        raise ValueError(f"images must be [B >= 1, 3, {size}, {size}], got {tuple(imgs.shape)}")
-    if imgs.dtype != dtype:
-        raise ValueError(f"images must be {dtype} like the model's weights, got {imgs.dtype}")
-    mean = torch.tensor(reference.PIXEL_MEAN, device=imgs.device).reshape(1, 3, 1, 1)
-    std = torch.tensor(reference.PIXEL_STD, device=imgs.device).reshape(1, 3, 1, 1)
-    pixels = imgs.detach() * std + mean
-    # One tolerance step of 0.5/255: beyond it a pixel would round outside [0, 255]. Written so
-    # that NaN (which min and max propagate) fails too.
-    if not (bool(pixels.min() >= -0.5 / 255) and bool(pixels.max() <= 255.5 / 255)):
-        raise ValueError("images must be pixels in [0, 1] normalised with the ImageNet mean "
-                         f"{reference.PIXEL_MEAN} and std {reference.PIXEL_STD}; got values outside that range, or NaN")
 
 
 def validate_sampling_args(model, cond_list, num_iter_list, cfg, cfg_schedule, temperature, filter_threshold):
