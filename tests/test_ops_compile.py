@@ -21,24 +21,30 @@ def sampler_step(images, conditions, batch_index, token_index, q, k, v, k_cache,
     return images_again, gathered.sum(0), attended.square().sum(-1), ids + 1, values * 2
 
 
-def step_inputs():
+def step_inputs(device="cpu"):
     generator = torch.Generator().manual_seed(0)
 
     def randn(*shape):
         return torch.randn(*shape, generator=generator)
 
-    return dict(images=randn(2, 3, 16, 16), conditions=randn(2, 16, 8), batch_index=torch.tensor([0, 1, 1]),
-                token_index=torch.tensor([0, 5, 15]), q=randn(2, 1, 4, 16), k=randn(2, 1, 4, 16), v=randn(2, 1, 4, 16),
-                k_cache=randn(2, 4, 8, 16), v_cache=randn(2, 4, 8, 16),
-                cache_seqlens=torch.tensor([0, 3], dtype=torch.int32), logits=randn(4, 256), cfg=torch.full((2,), 3.0))
+    inputs = dict(images=randn(2, 3, 16, 16), conditions=randn(2, 16, 8), batch_index=torch.tensor([0, 1, 1]),
+                  token_index=torch.tensor([0, 5, 15]), q=randn(2, 1, 4, 16), k=randn(2, 1, 4, 16),
+                  v=randn(2, 1, 4, 16), k_cache=randn(2, 4, 8, 16), v_cache=randn(2, 4, 8, 16),
+                  cache_seqlens=torch.tensor([0, 3], dtype=torch.int32), logits=randn(4, 256), cfg=torch.full((2,), 3.0))
+    return {name: tensor.to(device) for name, tensor in inputs.items()}
 
 
 # aot_eager traces through the fake implementations and functionalisation in about a second; inductor
-# also generates code around the operators (about 20 s on 2 cores), so it runs once.
-@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
-def test_every_operator_compiles_in_one_graph(backend):
+# also generates code around the operators (about 20 s on 2 cores; Triton on a GPU would take longer
+# than the GPU check affords), so it runs on the CPU only.
+@pytest.mark.parametrize("device, backend", [
+    ("cpu", "aot_eager"), ("cpu", "inductor"),
+    pytest.param("cuda", "aot_eager", marks=[pytest.mark.cuda, pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a CUDA device")]),
+])
+def test_every_operator_compiles_in_one_graph(device, backend):
     torch._dynamo.reset()
-    eager_inputs, compiled_inputs = step_inputs(), step_inputs()
+    eager_inputs, compiled_inputs = step_inputs(device), step_inputs(device)
     expected = sampler_step(**eager_inputs)
     # No compiled-graph caches: their keys do not cover the fake implementations, so a cached graph
     # could hide a change to one.
