@@ -155,6 +155,7 @@ def read_safetensors(path, device="cpu") -> tuple[dict, dict]:
 def load_model(path, model_name: str | None = None, device="cpu", **model_kwargs) -> FractalGen:
     """Builds a model and loads its weights from our safetensors file (config from the metadata)
     or from an official `.pth` (architecture from `model_name`, else from the checkpoint's args)."""
+    device = torch.device(device)  # a bad device string fails here, not as an unreadable file
     path = Path(path)
     if path.suffix == ".safetensors":
         state_dict, metadata = read_safetensors(path, device)

@@ -52,6 +52,22 @@ def integer_list(text: str) -> list[int]:
     return values
 
 
+def device(text: str) -> str:
+    """argparse type: a torch device this machine has ("cpu", "cuda", "cuda:1")."""
+    import torch
+
+    try:
+        parsed = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"not a device: {text!r}") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text}: no CUDA device on this machine")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return text
+
+
 def writable_output(path, *, is_dir: bool = False) -> Path:
     """Creates the folder that will hold `path` (or `path` itself with is_dir) and checks that it can be
     written, so that a bad output location fails before the sampling or evaluation, not after."""

@@ -9,7 +9,7 @@ import time
 import torch
 
 from fractal_ext.checkpoint import load_model
-from fractal_ext.cli import USER_ERRORS, integer, integer_list, writable_output
+from fractal_ext.cli import USER_ERRORS, device, integer, integer_list, writable_output
 from fractal_ext.images import save_samples
 from fractal_ext.models import OFFICIAL_ARCHITECTURES
 from fractal_ext.sampler import default_sampling_settings, generate
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fast path: auto = fp16 on CUDA (the official evaluation's autocast), fp32 on CPU")
     parser.add_argument("--cuda_graphs", choices=["auto", "on", "off"], default="auto",
                         help="replay fixed-shape steps as CUDA graphs (auto: on for CUDA)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", type=device, default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output_dir", default="samples")
     parser.add_argument("--columns", type=integer(1), default=None, help="images per grid row")
     return parser

@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from fractal_ext.cli import USER_ERRORS, integer  # noqa: E402
+from fractal_ext.cli import USER_ERRORS, device, integer  # noqa: E402
 from fractal_ext.data import build_dataset, iterate_batches, normalise  # noqa: E402
 from fractal_ext.evaluation import dataset_bits_per_dim  # noqa: E402
 from fractal_ext.training.checkpointing import load_any_model  # noqa: E402
@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     parser.add_argument("--num_images", type=integer(1), default=None, help="first N images of the split (default all)")
     parser.add_argument("--num_passes", type=integer(1), default=None, help="forward passes per batch (default 10 MAR, 1 AR)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", type=device, default="cpu")
     args = parser.parse_args(argv)
     try:
         model = load_any_model(args.model_path, args.model, args.device)

@@ -4,8 +4,9 @@ import runpy
 from pathlib import Path
 
 import pytest
+import torch
 
-from fractal_ext.cli import integer, integer_list, number, writable_output
+from fractal_ext.cli import device, integer, integer_list, number, writable_output
 from fractal_ext.configs import SHIPPED_MODEL
 from fractal_ext.training import parse_args
 
@@ -35,6 +36,15 @@ def test_integer_list_type():
     for text in ("", ",", "1,a", "1.5"):
         with pytest.raises(argparse.ArgumentTypeError, match="comma-separated integers"):
             integer_list(text)
+
+
+def test_device_type():
+    assert device("cpu") == "cpu"
+    with pytest.raises(argparse.ArgumentTypeError, match="not a device: 'cpux'"):
+        device("cpux")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(argparse.ArgumentTypeError, match=f"cuda:{count}: "):
+        device(f"cuda:{count}")  # one past the last device (or none at all)
 
 
 def test_writable_output(tmp_path):

@@ -1,7 +1,7 @@
 """Command-line options of python/train.py (official names where the official code has them)."""
 import argparse
 
-from fractal_ext.cli import integer, number
+from fractal_ext.cli import device, integer, number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop (with a checkpoint) after this many steps of this invocation; resume later")
     run.add_argument("--log_freq", type=integer(1), default=10, help="log every this many steps")
     run.add_argument("--seed", type=int, default=1)
-    run.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    run.add_argument("--device", type=device, default=None, help="cpu or cuda (default: cuda when available)")
     run.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser
 
