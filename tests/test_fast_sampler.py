@@ -131,13 +131,16 @@ def test_reduced_precision_sampling_runs_and_stays_close(name):
                      args["filter_threshold"], precision="int8")
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device")])])
 @pytest.mark.parametrize("name", ["tiny_ar", "tiny_mar4_gp"])
-def test_concurrent_threads_sampling_one_model_get_their_own_images(name):
+def test_concurrent_threads_sampling_one_model_get_their_own_images(name, device):
     """A thread pool serving requests from one model: each run's KV caches are its thread's own
-    (with shared caches the runs overwrote each other's keys and values in 10 trials of 10)."""
+    (with shared caches the runs overwrote each other's keys and values in 10 trials of 10). On
+    CUDA the runs capture and replay graphs while the other threads launch kernels."""
     import threading
 
-    model = build_reference_model(name)
+    model = build_reference_model(name).to(device)
     requests = {"a": [0, 1, 2, 3], "b": [5, 6], "c": [9]}
     alone = {key: generate(model, labels, greedy=True, raster_order=True) for key, labels in requests.items()}
     for _ in range(2):

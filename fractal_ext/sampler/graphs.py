@@ -42,8 +42,10 @@ class StepGraph:
                 fn(*self.static_inputs)
             torch.cuda.current_stream().wait_stream(side)
             # Each graph has its own memory pool: a shared one is only safe when graphs replay in
-            # the order they were captured, and the levels' steps interleave.
-            with torch.cuda.graph(self.graph):
+            # the order they were captured, and the levels' steps interleave. "thread_local": a
+            # capture forbids unsafe CUDA calls (allocations, synchronisations) in this thread only,
+            # not in other threads sampling at the same time (the default forbids them everywhere).
+            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
                 self.static_output = fn(*self.static_inputs)
         else:
             fn(*self.static_inputs)  # the warm-up, as on a GPU (one-time preparations happen here)
