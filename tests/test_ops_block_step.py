@@ -132,6 +132,7 @@ def test_opcheck():
         (dict(x=torch.randn(2, 1, 32)), "x must have 2 dimensions"),
         (dict(wqkv=torch.randn(96, 31)), r"wqkv must have shape \[96, 32\]"),
         (dict(w2=torch.randn(32, 65)), r"w2 must have shape \[32, 64\]"),
+        (dict(w1=torch.tensor(1.0)), r"w1 must have shape \[hidden, dim\], got \[\]"),
         (dict(w3=torch.randn(64, 32).half()), "w3 must be float32"),
         (dict(attention_norm_weight=torch.ones(31)), r"attention_norm_weight must have shape \[32\]"),
         (dict(rope=torch.ones(16, 2)), r"rope must have shape \[head_dim / 2 = 8, 2\]"),
@@ -152,6 +153,7 @@ def test_llama_bad_input(change, message):
     [
         (dict(qkv_bias=torch.zeros(95)), r"qkv_bias must have shape \[96\]"),
         (dict(fc1_weight=torch.randn(64, 33)), r"fc1_weight must have shape \[64, 32\]"),
+        (dict(fc1_weight=torch.randn(64)), r"fc1_weight must have shape \[hidden, dim\], got \[64\]"),
         (dict(norm2_bias=torch.zeros(32, 1)), r"norm2_bias must have shape \[32\]"),
         (dict(cache_seqlens=torch.tensor([0, -1], dtype=torch.int32)), "overflows k_cache/v_cache"),
     ],

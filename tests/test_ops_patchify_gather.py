@@ -122,7 +122,8 @@ def test_patchify_opcheck(device):
     "args,match",
     [
         ((torch.randn(3, 8, 8), 4), "patchify: images must have 4 dimensions"),
-        ((torch.randn(1, 3, 8, 8), 0), "patchify: patch_size must be >= 1"),
+        ((torch.randn(1, 3, 8, 8), 0), r"patchify: patch_size must be in \[1, 1048576\], got 0"),
+        ((torch.zeros(1, 3, 0, 0), 2**32), r"patchify: patch_size must be in \[1, 1048576\]"),
         ((torch.randn(1, 3, 8, 10), 4), "patchify: images height 8 and width 10 must be divisible by patch_size 4"),
         ((torch.zeros(1, 3, 8, 8, dtype=torch.int32), 4), "patchify: images must be float32, float16, bfloat16"),
     ],
@@ -138,7 +139,9 @@ def test_patchify_errors(args, match):
         ((torch.randn(16, 12), 2), "unpatchify: patches must have 3 dimensions"),
         ((torch.randn(1, 15, 12), 2), r"unpatchify: patches.size\(1\) must be a perfect square"),
         ((torch.randn(1, 16, 10), 2), r"unpatchify: patches.size\(2\) = 10 must be divisible by patch_size\^2 = 4"),
-        ((torch.randn(1, 16, 12), -1), "unpatchify: patch_size must be >= 1"),
+        ((torch.randn(1, 16, 12), -1), r"unpatchify: patch_size must be in \[1, 1048576\], got -1"),
+        # 2^32 squared wraps to 0 in int64: the divisibility check divided by zero (SIGFPE) before the bound.
+        ((torch.randn(1, 16, 12), 2**32), r"unpatchify: patch_size must be in \[1, 1048576\], got 4294967296"),
         ((torch.zeros(1, 16, 12, dtype=torch.int64), 2), "unpatchify: patches must be float32"),
     ],
 )
@@ -335,6 +338,7 @@ def _gather_backward_error_cases():
         ((g[:4], b, t, 2, 16), r"grad must have shape \[5, M, C\]"),
         ((g.long(), b, t, 2, 16), "gather_neighbour_conditions_backward: grad must be float32"),
         ((g, b, t, 2, 15), "seq_len must be a perfect square"),
+        ((g, b, t, 2, 2**63 - 1), r"seq_len must be in \[0, 2\^60\]"),
         ((g, b, t, -1, 16), "batch_size must be >= 0"),
         ((g[:, :1], b, t, 2, 16), r"grad.size\(1\) = 1 must equal the number of indices 2"),
         ((g, b, t, 1, 16), r"batch_index\[1\] = 1 is out of range \[0, 1\) \(batch_size\)"),

@@ -30,6 +30,12 @@ void check_weight(const char* op, const char* name, const at::Tensor& weight, in
   TORCH_CHECK(weight.is_contiguous(), op, ": ", name, " must be contiguous");
 }
 
+// The hidden width of the MLP is read off its first weight, whose other checks follow with check_weight.
+int64_t hidden_width(const char* op, const char* name, const at::Tensor& weight) {
+  TORCH_CHECK(weight.dim() == 2, op, ": ", name, " must have shape [hidden, dim], got ", weight.sizes());
+  return weight.size(0);
+}
+
 void check_vector(const char* op, const char* name, const at::Tensor& vector, int64_t size) {
   TORCH_CHECK(vector.dim() == 1 && vector.size(0) == size, op, ": ", name, " must have shape [", size, "], got ",
               vector.sizes());
@@ -125,7 +131,8 @@ at::Tensor llama_block_step_cpu(const at::Tensor& x_in, const at::Tensor& attent
   constexpr const char* op = "llama_block_step";
   check_activations_and_caches(op, x_in, k_cache, v_cache);
   const at::Tensor x = x_in.contiguous();
-  const int64_t rows = x.size(0), dim = x.size(1), head_dim = k_cache.size(3), hidden = w1.size(0);
+  const int64_t rows = x.size(0), dim = x.size(1), head_dim = k_cache.size(3),
+                hidden = hidden_width(op, "w1", w1);
   check_vector(op, "attention_norm_weight", attention_norm_weight, dim);
   check_vector(op, "ffn_norm_weight", ffn_norm_weight, dim);
   check_weight(op, "wqkv", wqkv, 3 * dim, dim);
@@ -180,7 +187,7 @@ at::Tensor vit_block_step_cpu(const at::Tensor& x_in, const at::Tensor& norm1_we
   constexpr const char* op = "vit_block_step";
   check_activations_and_caches(op, x_in, k_cache, v_cache);
   const at::Tensor x = x_in.contiguous();
-  const int64_t rows = x.size(0), dim = x.size(1), hidden = fc1_weight.size(0);
+  const int64_t rows = x.size(0), dim = x.size(1), hidden = hidden_width(op, "fc1_weight", fc1_weight);
   check_vector(op, "norm1_weight", norm1_weight, dim);
   check_vector(op, "norm1_bias", norm1_bias, dim);
   check_vector(op, "norm2_weight", norm2_weight, dim);
