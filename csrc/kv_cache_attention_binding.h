@@ -11,27 +11,27 @@
 
 namespace fractal_ext {
 
+// `op` names the operator in the messages: kv_cache_attention, or a block step that attends through it.
 inline void check_kv_cache_attention_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                     const at::Tensor& k_cache, const at::Tensor& v_cache,
-                                     const at::Tensor& cache_seqlens) {
-  constexpr const char* op = "kv_cache_attention";
-  FRACTAL_CHECK_DIM("kv_cache_attention", q, 4);
-  FRACTAL_CHECK_DIM("kv_cache_attention", k, 4);
-  FRACTAL_CHECK_DIM("kv_cache_attention", v, 4);
-  FRACTAL_CHECK_DIM("kv_cache_attention", k_cache, 4);
-  FRACTAL_CHECK_DIM("kv_cache_attention", v_cache, 4);
-  FRACTAL_CHECK_DIM("kv_cache_attention", cache_seqlens, 1);
-  FRACTAL_CHECK_FLOATING("kv_cache_attention", q);
-  FRACTAL_CHECK_DTYPE("kv_cache_attention", k, q.scalar_type());
-  FRACTAL_CHECK_DTYPE("kv_cache_attention", v, q.scalar_type());
-  FRACTAL_CHECK_DTYPE("kv_cache_attention", k_cache, q.scalar_type());
-  FRACTAL_CHECK_DTYPE("kv_cache_attention", v_cache, q.scalar_type());
-  FRACTAL_CHECK_DTYPE("kv_cache_attention", cache_seqlens, at::kInt);
-  FRACTAL_CHECK_SAME_DEVICE("kv_cache_attention", q, k);
-  FRACTAL_CHECK_SAME_DEVICE("kv_cache_attention", q, v);
-  FRACTAL_CHECK_SAME_DEVICE("kv_cache_attention", q, k_cache);
-  FRACTAL_CHECK_SAME_DEVICE("kv_cache_attention", q, v_cache);
-  FRACTAL_CHECK_SAME_DEVICE("kv_cache_attention", q, cache_seqlens);
+                                            const at::Tensor& k_cache, const at::Tensor& v_cache,
+                                            const at::Tensor& cache_seqlens, const char* op = "kv_cache_attention") {
+  FRACTAL_CHECK_DIM(op, q, 4);
+  FRACTAL_CHECK_DIM(op, k, 4);
+  FRACTAL_CHECK_DIM(op, v, 4);
+  FRACTAL_CHECK_DIM(op, k_cache, 4);
+  FRACTAL_CHECK_DIM(op, v_cache, 4);
+  FRACTAL_CHECK_DIM(op, cache_seqlens, 1);
+  FRACTAL_CHECK_FLOATING(op, q);
+  FRACTAL_CHECK_DTYPE(op, k, q.scalar_type());
+  FRACTAL_CHECK_DTYPE(op, v, q.scalar_type());
+  FRACTAL_CHECK_DTYPE(op, k_cache, q.scalar_type());
+  FRACTAL_CHECK_DTYPE(op, v_cache, q.scalar_type());
+  FRACTAL_CHECK_DTYPE(op, cache_seqlens, at::kInt);
+  FRACTAL_CHECK_SAME_DEVICE(op, q, k);
+  FRACTAL_CHECK_SAME_DEVICE(op, q, v);
+  FRACTAL_CHECK_SAME_DEVICE(op, q, k_cache);
+  FRACTAL_CHECK_SAME_DEVICE(op, q, v_cache);
+  FRACTAL_CHECK_SAME_DEVICE(op, q, cache_seqlens);
 
   const int64_t batch = q.size(0), heads = q.size(2), head_dim = q.size(3);
   TORCH_CHECK(k.sizes() == q.sizes(), op, ": k must have the shape of q ", q.sizes(), ", got ",
@@ -56,9 +56,9 @@ inline void check_kv_cache_attention_inputs(const at::Tensor& q, const at::Tenso
               ": k must have unit stride over the head dimension, got strides ", k.strides());
   TORCH_CHECK(v.stride(3) == 1 || head_dim == 1, op,
               ": v must have unit stride over the head dimension, got strides ", v.strides());
-  FRACTAL_CHECK_CONTIGUOUS("kv_cache_attention", k_cache);
-  FRACTAL_CHECK_CONTIGUOUS("kv_cache_attention", v_cache);
-  FRACTAL_CHECK_CONTIGUOUS("kv_cache_attention", cache_seqlens);
+  FRACTAL_CHECK_CONTIGUOUS(op, k_cache);
+  FRACTAL_CHECK_CONTIGUOUS(op, v_cache);
+  FRACTAL_CHECK_CONTIGUOUS(op, cache_seqlens);
 }
 
 inline KvCacheAttentionParams make_kv_cache_attention_params(const at::Tensor& q, const at::Tensor& k,

@@ -138,8 +138,9 @@ def test_opcheck():
         (dict(rope=torch.ones(16, 2)), r"rope must have shape \[head_dim / 2 = 8, 2\]"),
         (dict(k_cache=torch.zeros(2, 4, 4, 16)), "k_cache must have shape"),
         (dict(v_cache=torch.zeros(2, 2, 5, 16)), "v_cache must have the shape of k_cache"),
-        (dict(cache_seqlens=torch.full((2,), 4, dtype=torch.int32)), "overflows k_cache/v_cache"),
-        (dict(cache_seqlens=torch.ones(2)), "cache_seqlens must be Int"),
+        (dict(cache_seqlens=torch.full((2,), 4, dtype=torch.int32)), r"llama_block_step: cache_seqlens\[0\]=4 .*overflows"),
+        (dict(cache_seqlens=torch.ones(2)), "llama_block_step: cache_seqlens must be Int"),
+        (dict(k_cache=torch.zeros(2, 2, 16, 4).transpose(2, 3)), "llama_block_step: k_cache must be contiguous"),
     ],
 )
 def test_llama_bad_input(change, message):
@@ -155,7 +156,8 @@ def test_llama_bad_input(change, message):
         (dict(fc1_weight=torch.randn(64, 33)), r"fc1_weight must have shape \[64, 32\]"),
         (dict(fc1_weight=torch.randn(64)), r"fc1_weight must have shape \[hidden, dim\], got \[64\]"),
         (dict(norm2_bias=torch.zeros(32, 1)), r"norm2_bias must have shape \[32\]"),
-        (dict(cache_seqlens=torch.tensor([0, -1], dtype=torch.int32)), "overflows k_cache/v_cache"),
+        (dict(cache_seqlens=torch.tensor([0, -1], dtype=torch.int32)), r"vit_block_step: cache_seqlens\[1\]=-1 .*overflows"),
+        (dict(v_cache=torch.zeros(2, 2, 4, 16, dtype=torch.float64)), "vit_block_step: v_cache must be"),
     ],
 )
 def test_vit_bad_input(change, message):

@@ -109,11 +109,12 @@ void add_in_place(float* x, const float* y, int64_t count) {
 }
 
 // Appends this position's k, v to the caches and attends; qkv [R, 3 * dim] -> [R, 1, H, head_dim].
-at::Tensor attend(const at::Tensor& qkv, at::Tensor& k_cache, at::Tensor& v_cache, const at::Tensor& cache_seqlens,
-                  double scale) {
+// The attention's checks of the caches and cache_seqlens report as `op`, the block step called.
+at::Tensor attend(const char* op, const at::Tensor& qkv, at::Tensor& k_cache, at::Tensor& v_cache,
+                  const at::Tensor& cache_seqlens, double scale) {
   const at::Tensor split = qkv.view({qkv.size(0), 1, 3, k_cache.size(1), k_cache.size(3)});
   return kv_cache_attention_cpu(split.select(2, 0), split.select(2, 1), split.select(2, 2), k_cache, v_cache,
-                                cache_seqlens, scale);
+                                cache_seqlens, scale, op);
 }
 
 void linear_rows(const at::Tensor& x, const at::Tensor& weight, const float* bias, at::Tensor& y) {
@@ -154,7 +155,7 @@ at::Tensor llama_block_step_cpu(const at::Tensor& x_in, const at::Tensor& attent
                 normed.data_ptr<float>(), rows, dim);
   linear_rows(normed, wqkv, nullptr, qkv);
   rotate_queries_and_keys(qkv.data_ptr<float>(), rope.data_ptr<float>(), rows, dim, head_dim);
-  const at::Tensor attended = attend(qkv, k_cache, v_cache, cache_seqlens, scale).view({rows, dim});
+  const at::Tensor attended = attend(op, qkv, k_cache, v_cache, cache_seqlens, scale).view({rows, dim});
 
   at::Tensor out = at::empty_like(x);  // the residual stream after attention, then the block output
   linear_rows(attended, wo, nullptr, out);
@@ -206,7 +207,7 @@ at::Tensor vit_block_step_cpu(const at::Tensor& x_in, const at::Tensor& norm1_we
   layer_norm_rows(x.data_ptr<float>(), norm1_weight.data_ptr<float>(), norm1_bias.data_ptr<float>(), float(norm_eps),
                   normed.data_ptr<float>(), rows, dim);
   linear_rows(normed, qkv_weight, qkv_bias.data_ptr<float>(), qkv);
-  const at::Tensor attended = attend(qkv, k_cache, v_cache, cache_seqlens, scale).view({rows, dim});
+  const at::Tensor attended = attend(op, qkv, k_cache, v_cache, cache_seqlens, scale).view({rows, dim});
 
   at::Tensor out = at::empty_like(x);
   linear_rows(attended, proj_weight, proj_bias.data_ptr<float>(), out);

@@ -136,13 +136,13 @@ void kv_cache_attention_loops(const KvCacheAttentionParams& p) {
 // the causal attention output [B, T, H, D]. cache_seqlens is not advanced: the caller does it.
 at::Tensor kv_cache_attention_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                   at::Tensor& k_cache, at::Tensor& v_cache,
-                                  const at::Tensor& cache_seqlens, double scale) {
-  check_kv_cache_attention_inputs(q, k, v, k_cache, v_cache, cache_seqlens);
+                                  const at::Tensor& cache_seqlens, double scale, const char* op) {
+  check_kv_cache_attention_inputs(q, k, v, k_cache, v_cache, cache_seqlens, op);
   const int64_t new_len = q.size(1), max_len = k_cache.size(2);
   const int32_t* lengths = cache_seqlens.data_ptr<int32_t>();
   for (int64_t b = 0; b < cache_seqlens.size(0); ++b) {
     TORCH_CHECK(lengths[b] >= 0 && lengths[b] + new_len <= max_len,
-                "kv_cache_attention: cache_seqlens[", b, "]=", lengths[b], " + ", new_len,
+                op, ": cache_seqlens[", b, "]=", lengths[b], " + ", new_len,
                 " new positions overflows k_cache/v_cache of max_len ", max_len,
                 " (cache_seqlens must lie in [0, max_len - T]; the op does not advance it)");
   }
@@ -161,5 +161,8 @@ at::Tensor kv_cache_attention_cpu(const at::Tensor& q, const at::Tensor& k, cons
 }  // namespace fractal_ext
 
 TORCH_LIBRARY_IMPL(fractal_ext, CPU, m) {
-  m.impl("kv_cache_attention", &fractal_ext::kv_cache_attention_cpu);
+  m.impl("kv_cache_attention", [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor& k_cache,
+                                  at::Tensor& v_cache, const at::Tensor& cache_seqlens, double scale) {
+    return fractal_ext::kv_cache_attention_cpu(q, k, v, k_cache, v_cache, cache_seqlens, scale, "kv_cache_attention");
+  });
 }

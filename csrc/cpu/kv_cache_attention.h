@@ -1,4 +1,5 @@
-// The CPU kv_cache_attention, for other CPU kernels that decode one position.
+// The CPU kv_cache_attention, for other CPU kernels that decode one position; `op` names the
+// calling operator in its error messages.
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -6,6 +7,6 @@ namespace fractal_ext {
 
 at::Tensor kv_cache_attention_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                   at::Tensor& k_cache, at::Tensor& v_cache,
-                                  const at::Tensor& cache_seqlens, double scale);
+                                  const at::Tensor& cache_seqlens, double scale, const char* op);
 
 }  // namespace fractal_ext
