@@ -27,9 +27,21 @@ class CheckpointError(ValueError):
 
 def _require_file(path) -> Path:
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder: pass the checkpoint file in it")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     return path
+
+
+def holds_safetensors(path) -> bool:
+    """Whether `path` is a safetensors file, whatever its name says (save_model writes that format
+    to any path; torch checkpoints begin with a zip or pickle signature instead): an 8-byte
+    little-endian header length that fits the file, then the JSON header."""
+    path = _require_file(path)
+    with open(path, "rb") as stream:
+        start = stream.read(9)
+    return len(start) == 9 and start[8:9] == b"{" and int.from_bytes(start[:8], "little") <= path.stat().st_size - 8
 
 
 def load_official_checkpoint(path, map_location="cpu") -> dict:
@@ -95,6 +107,8 @@ def write_atomically(path, write) -> Path:
     """Calls write(binary stream) on a temporary file beside `path`, syncs it, then renames it over
     `path`: a crash at any point leaves the previous file intact (and no partial file behind)."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder: pass a file name to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_path = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -157,7 +171,7 @@ def load_model(path, model_name: str | None = None, device="cpu", **model_kwargs
     or from an official `.pth` (architecture from `model_name`, else from the checkpoint's args)."""
     device = torch.device(device)  # a bad device string fails here, not as an unreadable file
     path = Path(path)
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" or holds_safetensors(path):
         state_dict, metadata = read_safetensors(path, device)
         if CONFIG_METADATA_KEY in metadata:
             config = FractalConfig.from_json(metadata[CONFIG_METADATA_KEY])

@@ -114,3 +114,24 @@ def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
         save_model(model, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+
+
+def test_safetensors_load_whatever_their_file_name(tmp_path):
+    """save_model writes safetensors to any path; loading goes by the content, not the suffix (a
+    .pth name used to send such a file to the pickle loader, which called it unsafe)."""
+    from fractal_ext.training.checkpointing import load_any_model
+
+    model = build_reference_model("tiny_ar")
+    for name in ("model.pth", "model.bin", "model"):
+        save_model(model, tmp_path / name)
+        for load in (load_model, load_any_model):
+            loaded = load(tmp_path / name)
+            assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+
+
+def test_folders_are_not_checkpoints(tmp_path):
+    with pytest.raises(CheckpointError, match="is a folder: pass the checkpoint file in it"):
+        load_model(tmp_path)
+    with pytest.raises(IsADirectoryError, match="is a folder: pass a file name to write"):
+        save_model(build_reference_model("tiny_ar"), tmp_path)
+    assert list(tmp_path.iterdir()) == []  # no temporary file left behind

@@ -107,11 +107,11 @@ def load_training_checkpoint(resume, map_location="cpu") -> dict:
 def load_any_model(path, model_name: str | None = None, device="cpu"):
     """A model in eval mode from our safetensors file, a training checkpoint of this package
     (config stored with it), or an official checkpoint (architecture from `model_name` or args)."""
-    from fractal_ext.checkpoint import load_model, load_weights, state_dict_from_checkpoint
+    from fractal_ext.checkpoint import holds_safetensors, load_model, load_weights, state_dict_from_checkpoint
     from fractal_ext.models import FractalConfig, FractalGen
 
     path = Path(path)
-    if path.suffix == ".pth":
+    if path.suffix != ".safetensors" and not holds_safetensors(path):
         checkpoint = load_official_checkpoint(path, map_location=device)
         if "model_config" in checkpoint:
             model = FractalGen(**FractalConfig.from_json(checkpoint["model_config"]).constructor_kwargs())
