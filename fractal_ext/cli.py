@@ -6,6 +6,8 @@ import math
 import tempfile
 from pathlib import Path
 
+import torch
+
 USER_ERRORS = (ValueError, FileNotFoundError, PermissionError)  # DatasetError, CheckpointError are ValueErrors
 
 
@@ -54,8 +56,6 @@ def integer_list(text: str) -> list[int]:
 
 def device(text: str) -> str:
     """argparse type: a torch device this machine has ("cpu", "cuda", "cuda:1")."""
-    import torch
-
     try:
         parsed = torch.device(text)
     except RuntimeError:
