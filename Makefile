@@ -35,7 +35,7 @@ build: setup
 
 # The benchmarks run too (timings printed, never asserted: a smoke test that they still run).
 test: build
-	$(PY) -m fractal_ext.info
+	$(PY) -m fractal_ext.cli.info
 	$(PY) -m pytest -q
 	$(PY) -m pytest benchmarks -q -p no:randomly
 

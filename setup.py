@@ -47,15 +47,10 @@ def build_ext_class():
     return BuildExtension.with_options(use_ninja=True)
 
 
+# Name, version, dependencies and console scripts: pyproject.toml.
 setup(
-    name="fractal_ext",
-    version="0.1.0",
-    description="Fast, checkpoint-compatible Fractal Generative Models (FractalAR / FractalMAR)",
     packages=find_packages(include=["fractal_ext", "fractal_ext.*"]),
     package_data={"fractal_ext": ["assets/*.safetensors"]},
-    python_requires=">=3.10",
-    install_requires=["torch", "numpy", "safetensors", "tqdm", "Pillow"],
     ext_modules=extension_modules(),
     cmdclass={"build_ext": build_ext_class()},
-    entry_points={"console_scripts": ["fractal-sample = fractal_ext.sample_cli:main"]},
 )

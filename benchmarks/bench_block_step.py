@@ -12,7 +12,8 @@ import time
 import pytest
 import torch
 
-from fractal_ext import ops, reference
+from fractal_ext import ops
+from fractal_ext.ops import reference
 from fractal_ext.models.layers import rope_2d_table, swiglu_hidden_dim
 
 pytestmark = pytest.mark.skipif(not ops.EXTENSION_AVAILABLE, reason="fractal_ext._C is not built")

@@ -11,7 +11,8 @@ import time
 import pytest
 import torch
 
-from fractal_ext import ops, reference
+from fractal_ext import ops
+from fractal_ext.ops import reference
 
 ROWS = [32, 512, 4096, 16384]
 TEMPERATURE, THRESHOLD, CFG, CHANNEL = 1.02, 1e-4, 6.5, 0

@@ -14,7 +14,8 @@ import time
 import pytest
 import torch
 
-from fractal_ext import ops, reference
+from fractal_ext import ops
+from fractal_ext.ops import reference
 
 pytestmark = pytest.mark.skipif(not ops.EXTENSION_AVAILABLE, reason="fractal_ext._C is not built")
 

@@ -17,7 +17,8 @@ import time
 import pytest
 import torch
 
-from fractal_ext import ops, reference
+from fractal_ext import ops
+from fractal_ext.ops import reference
 
 OPS = torch.ops.fractal_ext  # loaded by fractal_ext.ops
 assert ops.EXTENSION_AVAILABLE, "build the extension first"

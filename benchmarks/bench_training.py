@@ -19,8 +19,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from fractal_ext import ops  # noqa: E402
-from fractal_ext.configs import build_named_model  # noqa: E402
-from fractal_ext.data import normalise  # noqa: E402
+from fractal_ext.models import build_model  # noqa: E402
+from fractal_ext.io.datasets import normalise  # noqa: E402
 from fractal_ext.training.loop import train_step  # noqa: E402
 from fractal_ext.training.optim import build_optimizer  # noqa: E402
 
@@ -31,7 +31,7 @@ SMALL_BENCH = dict(img_size_list=(16, 4, 1), embed_dim_list=(64, 32, 16), num_bl
 
 def build(model_name, use_fused_ops: bool, device):
     torch.manual_seed(0)
-    model = build_named_model(model_name) if model_name else _small()
+    model = build_model(model_name) if model_name else _small()
     if use_fused_ops:
         switch = getattr(model, "set_use_fused_ops", None)
         if switch is None:

@@ -37,7 +37,7 @@ export MAX_JOBS=${MAX_JOBS:-16} PYTHONUNBUFFERED=1
 SANITIZER=${SANITIZER:-$(command -v compute-sanitizer || echo "$CUDA_HOME/bin/compute-sanitizer")}
 
 step "build (sm_$TORCH_CUDA_ARCH_LIST)" 180 $PY setup.py -q build_ext --inplace
-step "build info" 30 sh -c "$PY -m fractal_ext.info --json > '$out/info.json' && $PY -m fractal_ext.info"
+step "build info" 30 sh -c "$PY -m fractal_ext.cli.info --json > '$out/info.json' && $PY -m fractal_ext.cli.info"
 step "CUDA tests" 100 $PY -m pytest tests -q -m cuda --maxfail=10 --junitxml="$out/tests.xml"
 step "compute-sanitizer memcheck" 90 "$SANITIZER" --tool memcheck --error-exitcode 1 $PY benchmarks/sanitize_ops.py
 for tool in racecheck synccheck; do

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import torch
 
 from fractal_ext.models import PUBLISHED_SAMPLING, FractalGen, build_model
-from fractal_ext.precision import AUTOCAST_DTYPES
+from fractal_ext.settings import AUTOCAST_DTYPES
 
 # Small enough for CI on 2 cores: FractalAR / FractalMAR-64 shapes scaled down, same recursion.
 REDUCED = {

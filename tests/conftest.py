@@ -1,11 +1,9 @@
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-REFERENCE_DIR = Path(__file__).parent / "data" / "reference"
-TINY_MODELS = ("tiny_ar", "tiny_mar", "tiny_mar4_gp")
+from repo import REFERENCE_DIR
 
 
 def pytest_collection_modifyitems(config, items):

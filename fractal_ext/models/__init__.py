@@ -1,17 +1,12 @@
-"""Checkpoint-compatible FractalGen models and the five official constructors."""
+"""Checkpoint-compatible FractalGen models, the official constructors and the registry of named
+configurations."""
 from fractal_ext.models.ar import AR
-from fractal_ext.models.config import OFFICIAL_ARCHITECTURES, PUBLISHED_SAMPLING, FractalConfig
+from fractal_ext.models.config import FractalConfig
 from fractal_ext.models.fractalgen import FractalGen
 from fractal_ext.models.mar import MAR
 from fractal_ext.models.pixel_head import PixelLoss
-from fractal_ext.models.sampling_controls import SamplingControls
-
-
-def build_model(name: str, **kwargs) -> FractalGen:
-    """An official architecture by name, with the official constructor keywords as overrides."""
-    if name not in OFFICIAL_ARCHITECTURES:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(OFFICIAL_ARCHITECTURES)}")
-    return FractalGen(**{**OFFICIAL_ARCHITECTURES[name], **kwargs})
+from fractal_ext.models.registry import (NAMED_CONFIGS, OFFICIAL_ARCHITECTURES, PUBLISHED_SAMPLING, build_model,
+                                         default_sampling_settings)
 
 
 def fractalar_in64(**kwargs) -> FractalGen:
@@ -35,7 +30,7 @@ def fractalmar_huge_in256(**kwargs) -> FractalGen:
 
 
 __all__ = [
-    "AR", "MAR", "PixelLoss", "FractalGen", "FractalConfig", "SamplingControls", "build_model",
-    "OFFICIAL_ARCHITECTURES", "PUBLISHED_SAMPLING", "fractalar_in64", "fractalmar_in64",
+    "AR", "MAR", "PixelLoss", "FractalGen", "FractalConfig", "build_model", "default_sampling_settings",
+    "NAMED_CONFIGS", "OFFICIAL_ARCHITECTURES", "PUBLISHED_SAMPLING", "fractalar_in64", "fractalmar_in64",
     "fractalmar_base_in256", "fractalmar_large_in256", "fractalmar_huge_in256",
 ]

@@ -3,9 +3,10 @@ with a 2-D rotary embedding, one condition per patch for the next level."""
 import torch
 from torch import nn
 
-from fractal_ext import ops, reference
+from fractal_ext import ops
+from fractal_ext.ops import reference
 from fractal_ext.models.layers import KVCache, LlamaBlock, init_linear_and_norm, rope_2d_table, run_blocks
-from fractal_ext.models.sampling_controls import SamplingControls
+from fractal_ext.settings import SamplingControls
 from fractal_ext.models.schedules import ar_cfg_schedule
 
 

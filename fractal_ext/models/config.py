@@ -1,5 +1,5 @@
-"""Model configurations: the official ones (SPEC section 1), their published sampling settings
-(SPEC section 5), and validation of custom level lists."""
+"""A model's configuration (the FractalGen constructor keywords) and the validation of custom level
+lists. The named configurations live in fractal_ext.models.registry."""
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -73,43 +73,3 @@ class FractalConfig:
             raise ValueError(f"class_num must be >= 1, got {self.class_num}")
         if not 0.0 <= self.label_drop_prob <= 1.0:
             raise ValueError(f"label_drop_prob must be in [0, 1], got {self.label_drop_prob}")
-
-
-OFFICIAL_ARCHITECTURES = {
-    "fractalar_in64": dict(img_size_list=(64, 4, 1), embed_dim_list=(1024, 512, 128), num_blocks_list=(32, 8, 3),
-                           num_heads_list=(16, 8, 4), generator_type_list=("ar", "ar", "ar"), num_conds=1),
-    "fractalmar_in64": dict(img_size_list=(64, 4, 1), embed_dim_list=(1024, 512, 128), num_blocks_list=(32, 8, 3),
-                            num_heads_list=(16, 8, 4), generator_type_list=("mar", "mar", "ar"), num_conds=5),
-    "fractalmar_base_in256": dict(img_size_list=(256, 16, 4, 1), embed_dim_list=(768, 384, 192, 64),
-                                  num_blocks_list=(24, 6, 3, 1), num_heads_list=(12, 6, 3, 4),
-                                  generator_type_list=("mar", "mar", "mar", "ar"), num_conds=5, guiding_pixel=True),
-    "fractalmar_large_in256": dict(img_size_list=(256, 16, 4, 1), embed_dim_list=(1024, 512, 256, 64),
-                                   num_blocks_list=(32, 8, 4, 1), num_heads_list=(16, 8, 4, 4),
-                                   generator_type_list=("mar", "mar", "mar", "ar"), num_conds=5, guiding_pixel=True),
-    "fractalmar_huge_in256": dict(img_size_list=(256, 16, 4, 1), embed_dim_list=(1280, 640, 320, 64),
-                                  num_blocks_list=(40, 10, 5, 1), num_heads_list=(16, 8, 4, 4),
-                                  generator_type_list=("mar", "mar", "mar", "ar"), num_conds=5, guiding_pixel=True),
-}
-
-# Published sampling settings (SPEC section 5).
-PUBLISHED_SAMPLING = {
-    "fractalar_in64": dict(num_iter_list=(64, 16), cfg=11.0, cfg_schedule="linear", temperature=1.03,
-                           filter_threshold=1e-4),
-    "fractalmar_in64": dict(num_iter_list=(64, 16), cfg=6.5, cfg_schedule="linear", temperature=1.02,
-                            filter_threshold=1e-4),
-    "fractalmar_base_in256": dict(num_iter_list=(64, 16, 16), cfg=29.0, cfg_schedule="linear", temperature=1.1,
-                                  filter_threshold=1e-4),
-    "fractalmar_large_in256": dict(num_iter_list=(64, 16, 16), cfg=21.0, cfg_schedule="linear", temperature=1.1,
-                                   filter_threshold=1e-4),
-    "fractalmar_huge_in256": dict(num_iter_list=(64, 16, 16), cfg=19.0, cfg_schedule="linear", temperature=1.1,
-                                  filter_threshold=1e-4),
-}
-
-
-def official_name(config: FractalConfig) -> str | None:
-    """The official model whose architecture `config` has (any class count), or None."""
-    for name, architecture in OFFICIAL_ARCHITECTURES.items():
-        official = FractalConfig(**{**config.constructor_kwargs(), **architecture})
-        if official.architecture() == config.architecture():
-            return name
-    return None

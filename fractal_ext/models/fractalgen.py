@@ -4,19 +4,17 @@ Level 0 turns class labels into conditions; each generator turns (images of its 
 conditions) into (patches for the next level, their conditions); the last level is the pixel
 head. `sample` recurses the same way, from the class condition down to single pixels.
 """
-import math
-import operator
 from functools import partial
 
 import torch
 from torch import nn
 
-from fractal_ext import reference
 from fractal_ext.models.ar import AR
 from fractal_ext.models.config import FractalConfig
 from fractal_ext.models.mar import MAR
 from fractal_ext.models.pixel_head import PixelLoss
-from fractal_ext.models.sampling_controls import SamplingControls
+from fractal_ext.pixels import PIXEL_MEAN, PIXEL_STD, unit_range
+from fractal_ext.settings import SamplingControls, validate_sampling_args
 
 GENERATORS = {"ar": AR, "mar": MAR}
 
@@ -149,7 +147,10 @@ class FractalGen(nn.Module):
         return state
 
     def fast_sampler(self):
-        """The fast sampler of this model, built on first use and kept (with its buffers)."""
+        """The fast sampler of this model, built on first use and kept (with its buffers).
+
+        The one place where the models reach the fast path: fractal_ext.sampler is built on the
+        modules (it imports them, never the other way round), so it is imported here, on first use."""
         if getattr(self, "_fast_sampler", None) is None:
             from fractal_ext.sampler import FastSampler
 
@@ -168,9 +169,7 @@ class FractalGen(nn.Module):
         if labels.shape[0] != imgs.shape[0] or labels.device != imgs.device:
             raise ValueError(f"labels must hold one class per image ({imgs.shape[0]}, on {imgs.device}), got "
                              f"{labels.shape[0]} on {labels.device}")
-        mean = torch.tensor(reference.PIXEL_MEAN, device=imgs.device).reshape(1, 3, 1, 1)
-        std = torch.tensor(reference.PIXEL_STD, device=imgs.device).reshape(1, 3, 1, 1)
-        pixels = imgs.detach() * std + mean
+        pixels = unit_range(imgs.detach())
         # One tolerance step of 0.5/255: beyond it a pixel would round outside [0, 255]. Written so
         # that NaN (which min and max propagate) fails too.
         pixels_ok, labels_ok = torch.stack([
@@ -178,7 +177,7 @@ class FractalGen(nn.Module):
         ]).tolist()
         if not pixels_ok:
             raise ValueError("images must be pixels in [0, 1] normalised with the ImageNet mean "
-                             f"{reference.PIXEL_MEAN} and std {reference.PIXEL_STD}; got values outside that range, or NaN")
+                             f"{PIXEL_MEAN} and std {PIXEL_STD}; got values outside that range, or NaN")
         if not labels_ok:
             self._raise_labels_out_of_range(labels)
 
@@ -202,56 +201,10 @@ class FractalGen(nn.Module):
                          f"[{int(labels.min())}, {int(labels.max())}]")
 
     def build_cond_list(self, labels: torch.Tensor, cfg: float) -> list[torch.Tensor]:
-        """Level-0 condition list for class labels [B] (SPEC section 5): class embeddings, with
+        """Level-0 condition list for class labels [B], as the official generation builds it: class embeddings, with
         CFG followed by as many `fake_latent` rows; repeated once per condition slot."""
         self.check_labels(labels)
         cond = self.class_emb(labels)
         if float(cfg) != 1.0:
             cond = torch.cat([cond, self.fake_latent.expand(labels.shape[0], -1)])
         return [cond] * self.config.num_conds
-
-
-def validate_sampling_args(model, cond_list, num_iter_list, cfg, cfg_schedule, temperature, filter_threshold):
-    num_generators = model.num_fractal_levels - 1
-    if len(num_iter_list) < num_generators:
-        raise ValueError(f"num_iter_list needs one entry per generator level ({num_generators}), got {list(num_iter_list)}")
-    if not all(_is_integer(n) and n >= 1 for n in num_iter_list):
-        raise ValueError(f"num_iter_list entries must be integers >= 1, got {list(num_iter_list)}")
-    if not (math.isfinite(float(cfg)) and float(cfg) >= 1.0):
-        raise ValueError(f"cfg must be a finite number >= 1.0, got {cfg}")
-    if cfg_schedule not in ("linear", "constant"):
-        raise ValueError(f"cfg_schedule must be 'linear' or 'constant', got {cfg_schedule!r}")
-    if not (math.isfinite(float(temperature)) and float(temperature) > 0):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
-    if not 0.0 <= float(filter_threshold) <= 1.0:
-        raise ValueError(f"filter_threshold must be in [0, 1], got {filter_threshold}")
-    # The modules make fp32 tensors of their own (norms, logits, pixel values), as the official ones
-    # do, so cast weights fail deep inside: reduced precision is autocast, as in the official code.
-    weight_dtypes = {p.dtype for p in model.parameters()}
-    if weight_dtypes != {torch.float32}:
-        raise ValueError(f"sampling needs float32 weights, got {sorted(map(str, weight_dtypes))}; for reduced "
-                         "precision keep fp32 weights and pass precision='bf16' or 'fp16' (autocast)")
-    if len(cond_list) < model.config.num_conds:
-        raise ValueError(f"cond_list needs {model.config.num_conds} tensors, got {len(cond_list)}")
-    expected = (cond_list[0].shape[0] if isinstance(cond_list[0], torch.Tensor) else None, model.class_emb.embedding_dim)
-    device = model.class_emb.weight.device
-    for i, cond in enumerate(cond_list[: model.config.num_conds]):
-        if not (isinstance(cond, torch.Tensor) and cond.dim() == 2 and tuple(cond.shape) == expected
-                and cond.dtype == torch.float32 and cond.device == device):
-            described = (f"{cond.dtype} {tuple(cond.shape)} on {cond.device}" if isinstance(cond, torch.Tensor)
-                         else type(cond).__name__)
-            raise ValueError(f"cond_list[{i}] must be a float32 [rows, {expected[1]}] tensor on {device} (rows as "
-                             f"cond_list[0]; model.build_cond_list makes them), got {described}")
-    rows = cond_list[0].shape[0]
-    if rows == 0:
-        raise ValueError("cond_list has no rows: nothing to sample")
-    if float(cfg) != 1.0 and rows % 2:
-        raise ValueError(f"with cfg != 1 cond_list holds conditional then unconditional rows (an even count), got {rows}")
-
-
-def _is_integer(value) -> bool:
-    try:
-        operator.index(value)  # int, numpy and 0-d torch integers; not floats (range() refuses them)
-    except TypeError:
-        return False
-    return True

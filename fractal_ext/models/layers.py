@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fractal_ext import reference
+from fractal_ext.ops import reference
 
 
 # ----------------------------------------------------------------------------- AR (LLaMA) blocks

@@ -4,10 +4,11 @@ five conditions (own, top, right, bottom, left) to the next level."""
 import torch
 from torch import nn
 
-from fractal_ext import ops, reference
+from fractal_ext import ops
+from fractal_ext.ops import reference
 from fractal_ext.models.layers import ViTBlock, init_linear_and_norm, run_blocks
 from fractal_ext.models.pixel_head import PixelLoss
-from fractal_ext.models.sampling_controls import SamplingControls
+from fractal_ext.settings import SamplingControls
 from fractal_ext.models.schedules import mar_schedule
 
 

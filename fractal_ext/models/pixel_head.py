@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fractal_ext import reference
+from fractal_ext.ops import reference
+from fractal_ext.pixels import PIXEL_MEAN, PIXEL_STD, VOCAB_SIZE
 from fractal_ext.models.layers import ViTBlock, init_linear_and_norm
-from fractal_ext.models.sampling_controls import SamplingControls
+from fractal_ext.settings import SamplingControls
 
 NUM_CHANNELS = 3
 
@@ -18,7 +19,7 @@ NUM_CHANNELS = 3
 class MlmLayer(nn.Module):
     """Output layer tied to a codebook: logits = x @ codebook^T + bias."""
 
-    def __init__(self, vocab_size: int = reference.VOCAB_SIZE):
+    def __init__(self, vocab_size: int = VOCAB_SIZE):
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(1, vocab_size))
 
@@ -31,17 +32,17 @@ class PixelLoss(nn.Module):
         super().__init__()
         self.r_weight = r_weight
         self.cond_proj = nn.Linear(c_channels, width)
-        self.r_codebook = nn.Embedding(reference.VOCAB_SIZE, width)
-        self.g_codebook = nn.Embedding(reference.VOCAB_SIZE, width)
-        self.b_codebook = nn.Embedding(reference.VOCAB_SIZE, width)
+        self.r_codebook = nn.Embedding(VOCAB_SIZE, width)
+        self.g_codebook = nn.Embedding(VOCAB_SIZE, width)
+        self.b_codebook = nn.Embedding(VOCAB_SIZE, width)
         self.ln = nn.LayerNorm(width, eps=1e-6)
         self.blocks = nn.ModuleList([ViTBlock(width, num_heads, causal=True) for _ in range(depth)])
         self.norm = nn.LayerNorm(width, eps=1e-6)
         self.r_mlm = MlmLayer()
         self.g_mlm = MlmLayer()
         self.b_mlm = MlmLayer()
-        self.register_buffer("pix_mean", torch.tensor(reference.PIXEL_MEAN).reshape(1, 3), persistent=False)
-        self.register_buffer("pix_std", torch.tensor(reference.PIXEL_STD).reshape(1, 3), persistent=False)
+        self.register_buffer("pix_mean", torch.tensor(PIXEL_MEAN).reshape(1, 3), persistent=False)
+        self.register_buffer("pix_std", torch.tensor(PIXEL_STD).reshape(1, 3), persistent=False)
         self.apply(init_linear_and_norm)
         for codebook in (self.r_codebook, self.g_codebook, self.b_codebook):
             nn.init.normal_(codebook.weight, std=0.02)

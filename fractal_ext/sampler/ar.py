@@ -9,7 +9,7 @@ from fractal_ext.models.ar import AR
 from fractal_ext.models.schedules import ar_cfg_schedule
 from fractal_ext.sampler.decode import layer_norm, llama_block_decode, llama_block_weights, matmul_dtype
 from fractal_ext.sampler.graphs import buffers_key
-from fractal_ext.sampler.options import SamplingRun
+from fractal_ext.sampler.plan import SamplingRun
 from fractal_ext.sampler.workspace import Workspace
 
 
@@ -30,7 +30,7 @@ class FastAR:
         patches = torch.zeros(n, gen.seq_len, 3 * gen.patch_size**2, device=cond.device, dtype=cond.dtype)
         pos = gen.pos_embed_learned[0]
         token = layer_norm(gen.cond_emb(cond) + pos[0], gen.patch_emb_ln)  # position 0: the condition
-        blocks, caches = self.blocks_and_caches(token)
+        blocks, caches = self.blocks_and_caches(token, run)
         for step, cfg_step in enumerate(ar_cfg_schedule(gen.seq_len, float(cfg), cfg_schedule)):
             out = self.decode(token, step, blocks, caches, run)
             patch = self.next_level.sample(out.unsqueeze(0), cfg_step, "constant", run)
@@ -43,13 +43,13 @@ class FastAR:
                 run.on_top_level_step()
         return ops.unpatchify(patches, gen.patch_size)
 
-    def blocks_and_caches(self, token):
+    def blocks_and_caches(self, token, run: SamplingRun):
         """The blocks' weights and KV caches for `token`'s rows, looked up once per call."""
         gen = self.gen
         blocks = [llama_block_weights(block) for block in gen.blocks]
         caches = [
             self.workspace.kv_cache(("ar", self.level, index), token.shape[0], gen.num_heads, gen.seq_len,
-                                    gen.head_dim, matmul_dtype(token), token.device)
+                                    run.paths.cache_head_dim(gen.head_dim), matmul_dtype(token), token.device)
             for index in range(len(blocks))
         ]
         return blocks, caches
@@ -62,7 +62,8 @@ class FastAR:
         def through_blocks(token, rope, positions):
             x = token
             for block_weights, block_caches in zip(blocks, caches):
-                x = llama_block_decode(x, block_weights, rope, block_caches, positions, self.scale)
+                x = llama_block_decode(x, block_weights, rope, block_caches, positions, self.scale,
+                                       run.paths.block_step_kernels)
             return layer_norm(x, self.gen.norm)
 
         # Same shapes and the same cache buffers at every position: one graph per level and row count.

@@ -33,11 +33,6 @@ def onednn_linear_available() -> bool:
     return torch.allclose(ours, F.linear(x, weight, bias), rtol=1e-4, atol=1e-5)
 
 
-def runs_onednn_pass(x) -> bool:
-    return (x.is_cpu and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-            and onednn_linear_available())
-
-
 def _linear(x, packed_weight, bias, activation="none"):
     # activation "gelu" with algorithm "none" is the exact (erf) GELU, applied in the GEMM's epilogue.
     return torch.ops.mkldnn._linear_pointwise(x, packed_weight, bias, activation, [], "none" if activation == "gelu" else "")

@@ -10,7 +10,8 @@ Weights are read straight from the modules (no module call machinery).
 import torch
 import torch.nn.functional as F
 
-from fractal_ext import ops, reference
+from fractal_ext import ops
+from fractal_ext.ops import reference
 
 
 # Up to how many rows the block-step kernels beat the composed step on the CPU (benchmarks/
@@ -21,10 +22,9 @@ SMALL_BATCH_ROWS = 4
 STREAMING_WIDTH, STREAMING_ROWS = 512, 16
 
 
-def runs_block_step_kernel(x) -> bool:
-    if not (x.is_cpu and x.dtype == torch.float32) or torch.is_autocast_enabled("cpu"):
-        return False
-    rows, width = x.shape
+def block_step_kernel_fits(rows: int, width: int) -> bool:
+    """Whether the block-step kernels beat the composed step at this row count and block width
+    (where the run's compute paths allow them at all: CPU, fp32)."""
     return rows <= SMALL_BATCH_ROWS or (width >= STREAMING_WIDTH and rows <= STREAMING_ROWS)
 
 
@@ -54,28 +54,28 @@ def vit_block_weights(block) -> tuple:
             mlp.fc2.bias), block.norm1.eps
 
 
-def llama_block_decode(x, block_weights, rope, caches, positions, scale):
+def llama_block_decode(x, block_weights, rope, caches, positions, scale, kernels: bool):
     """x [R, D] at one position (rope [head_dim/2, 2]: its cos, sin) -> [R, D]; the block's
-    caches get this position's k, v."""
+    caches get this position's k, v. `kernels`: the run may use the block-step operators."""
     weights, eps = block_weights
     args = (x, *weights, rope, *caches, positions, eps, scale)
-    if runs_block_step_kernel(x):
+    if kernels and block_step_kernel_fits(*x.shape):
         return ops.llama_block_step(*args)
     return reference.llama_block_step(*args, attention=attention_on_caches)
 
 
-def vit_block_decode(x, block_weights, caches, positions, scale):
+def vit_block_decode(x, block_weights, caches, positions, scale, kernels: bool):
     """Causal ViT block (pixel heads), x [R, W] at one position -> [R, W]."""
     weights, eps = block_weights
     args = (x, *weights, *caches, positions, eps, scale)
-    if runs_block_step_kernel(x):
+    if kernels and block_step_kernel_fits(*x.shape):
         return ops.vit_block_step(*args)
     return reference.vit_block_step(*args, attention=attention_on_caches)
 
 
 def attention_on_caches(q, k, v, k_cache, v_cache, cache_seqlens, scale):
     """ops.kv_cache_attention on caches whose rows may be wider than the heads (on CUDA, to the
-    kernel's multiple: fractal_ext.sampler.workspace.cache_head_dim): q, k and v get zero columns,
+    kernel's multiple: fractal_ext.sampler.plan.ComputePaths.cache_head_dim): q, k and v get zero columns,
     which add nothing to q.k, and the output loses them again."""
     pad = k_cache.shape[-1] - q.shape[-1]
     if pad == 0:

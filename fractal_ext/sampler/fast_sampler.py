@@ -2,15 +2,14 @@
 import torch
 
 from fractal_ext.models.ar import AR
-from fractal_ext.models.fractalgen import FractalGen, validate_sampling_args
-from fractal_ext.models.sampling_controls import SamplingControls
-from fractal_ext.precision import AUTOCAST_DTYPES
+from fractal_ext.models.fractalgen import FractalGen
 from fractal_ext.sampler.ar import FastAR
+from fractal_ext.sampler.graphs import StepGraphs
 from fractal_ext.sampler.mar import FastMAR
-from fractal_ext.sampler.graphs import StepGraphs, use_graphs
-from fractal_ext.sampler.options import SamplingRun
 from fractal_ext.sampler.pixel_head import FastPixelHead
+from fractal_ext.sampler.plan import ComputePaths, SamplingRun, choose_paths
 from fractal_ext.sampler.workspace import Workspace
+from fractal_ext.settings import AUTOCAST_DTYPES, SamplingControls, validate_sampling_args
 
 
 class PixelHeadLevel:
@@ -42,22 +41,24 @@ class FastSampler:
     @torch.no_grad()
     def sample(self, cond_list, num_iter_list, cfg, cfg_schedule, temperature, filter_threshold,
                controls: SamplingControls | None = None, on_top_level_step=None, precision: str = "fp32",
-               cuda_graphs: bool | None = None) -> torch.Tensor:
+               cuda_graphs: bool | None = None, paths: ComputePaths | None = None) -> torch.Tensor:
         """`precision`: "fp32" computes what the eager path computes; "bf16" / "fp16" run the
         matmuls under autocast (as the official code does on GPU), keeping the fp32 islands of the
         modules (RMSNorm, MAR attention logits, output logits, sampling). `cuda_graphs`: replay
         the AR levels' token steps, the MAR levels' passes and the pixel heads' channel steps as
-        CUDA graphs (None: on for CUDA when this build has the CUDA kernels; True on the CPU runs
-        the same static-buffer steps without graphs, for tests)."""
+        CUDA graphs (None: on for CUDA when this build has the CUDA kernels). `paths`: the
+        implementations to take (default: chosen from the device, precision and cuda_graphs;
+        tests pass others to run a GPU's path on the CPU)."""
         validate_sampling_args(self.model, cond_list, num_iter_list, cfg, cfg_schedule, temperature, filter_threshold)
         if precision not in AUTOCAST_DTYPES:
             raise ValueError(f"precision must be one of {sorted(AUTOCAST_DTYPES)}, got {precision!r}")
         conds = torch.stack(list(cond_list[: self.model.config.num_conds]))
-        graphs = StepGraphs(enabled=use_graphs(cuda_graphs, conds.device))
+        paths = paths or choose_paths(conds.device, precision, cuda_graphs)
+        graphs = StepGraphs(paths.step_graph)
         run = SamplingRun(
             num_iter_list=tuple(int(n) for n in num_iter_list), temperature=float(temperature),
             filter_threshold=float(filter_threshold), controls=controls or SamplingControls(),
-            guided=float(cfg) != 1.0, on_top_level_step=on_top_level_step, graphs=graphs,
+            guided=float(cfg) != 1.0, paths=paths, on_top_level_step=on_top_level_step, graphs=graphs,
         )
         dtype = AUTOCAST_DTYPES[precision]
         # Autocast frees its cache of cast weights when the context exits: a recorded graph must

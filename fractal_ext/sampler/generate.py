@@ -1,25 +1,9 @@
-"""Labels in, images out: the convenience API over `FractalGen.sample`."""
+"""Labels in, images out: the convenience API over the fast sampler (and `FractalGen.sample`)."""
 import torch
 
-from fractal_ext.configs import SMALL_CONFIGS, SMALL_SAMPLING
-from fractal_ext.images import to_uint8
-from fractal_ext.models import PUBLISHED_SAMPLING, FractalGen
-from fractal_ext.models.config import FractalConfig, official_name
-from fractal_ext.models.sampling_controls import SamplingControls
-
-
-def default_sampling_settings(model: FractalGen) -> dict:
-    """The published settings of an official architecture, those of a model this project trained
-    (fractal_ext.configs), or plain ones (every level in L steps, no guidance)."""
-    name = official_name(model.config)
-    if name is not None:
-        return dict(PUBLISHED_SAMPLING[name])
-    for name, kwargs in SMALL_CONFIGS.items():
-        if FractalConfig(**{**model.config.constructor_kwargs(), **kwargs}).architecture() == model.config.architecture():
-            return dict(SMALL_SAMPLING[name])
-    sizes = model.config.img_size_list
-    return dict(num_iter_list=tuple((a // b) ** 2 for a, b in zip(sizes, sizes[1:])), cfg=1.0,
-                cfg_schedule="constant", temperature=1.0, filter_threshold=1e-4)
+from fractal_ext.models import FractalGen, default_sampling_settings
+from fractal_ext.pixels import to_uint8
+from fractal_ext.settings import SamplingControls
 
 
 @torch.no_grad()

@@ -9,9 +9,9 @@ import torch
 from fractal_ext import ops
 from fractal_ext.models.mar import MAR
 from fractal_ext.models.schedules import mar_schedule
-from fractal_ext.reference import grid_side
-from fractal_ext.sampler.bidirectional import ReorderedBlocks, runs_onednn_pass
-from fractal_ext.sampler.options import SamplingRun
+from fractal_ext.ops.reference import grid_side
+from fractal_ext.sampler.bidirectional import ReorderedBlocks
+from fractal_ext.sampler.plan import SamplingRun
 from fractal_ext.sampler.pixel_head import FastPixelHead
 
 
@@ -76,7 +76,7 @@ class FastMAR:
         replayed pass per level and row count); on the CPU in fp32 the oneDNN pass computes the
         last block only for the tokens the neighbour gather reads, and the other conditions are
         left zero."""
-        if not runs_onednn_pass(x):
+        if not run.paths.onednn_mar_pass:
             return run.graphs.run(("mar", self.level, x.shape, x.dtype), self._bidirectional_pass, x)
         read = tokens_read_by_gather(positions, self.gen.seq_len)
         read = torch.cat([read, read]) if run.guided else read

@@ -8,7 +8,7 @@ from fractal_ext import ops
 from fractal_ext.models.pixel_head import NUM_CHANNELS, PixelLoss
 from fractal_ext.sampler.decode import layer_norm, matmul_dtype, vit_block_decode, vit_block_weights
 from fractal_ext.sampler.graphs import buffers_key
-from fractal_ext.sampler.options import SamplingRun
+from fractal_ext.sampler.plan import SamplingRun
 from fractal_ext.sampler.workspace import Workspace
 
 
@@ -31,7 +31,7 @@ class FastPixelHead:
         blocks = [(vit_block_weights(block), block.attn.scale) for block in head.blocks]
         caches = [
             self.workspace.kv_cache(("pixel_head", id(self), index), rows, self.num_heads, NUM_CHANNELS,
-                                    self.head_dim, matmul_dtype(token), token.device)
+                                    run.paths.cache_head_dim(self.head_dim), matmul_dtype(token), token.device)
             for index in range(len(blocks))
         ]
         for channel in range(NUM_CHANNELS):
@@ -41,7 +41,8 @@ class FastPixelHead:
                 """The token at sequence position `channel` -> the logits of that channel [R, 256]."""
                 x = layer_norm(token, head.ln)
                 for (block_weights, scale), block_caches in zip(blocks, caches):
-                    x = vit_block_decode(x, block_weights, block_caches, positions, scale)
+                    x = vit_block_decode(x, block_weights, block_caches, positions, scale,
+                                         run.paths.block_step_kernels)
                 codebook, mlm = head.codebooks[channel], head.mlms[channel]
                 with torch.autocast(device_type=token.device.type, enabled=False):
                     return torch.addmm(mlm.bias.float(), layer_norm(x, head.norm).float(), codebook.weight.float().t())

@@ -5,20 +5,6 @@ import threading
 
 import torch
 
-# The CUDA attention kernel reads head rows as 16-byte vectors, so it takes head dims that are
-# multiples of 8 (every official model's are).
-CUDA_HEAD_DIM_MULTIPLE = 8
-
-
-def cache_head_dim(head_dim: int, device) -> int:
-    """The width of a KV-cache row for heads of head_dim on `device`: on CUDA, rounded up to the
-    kernel's multiple (fractal_ext.sampler.decode.attention_on_caches pads q, k and v with zeros,
-    which add nothing to q.k, and cuts the zero columns off the output); head_dim elsewhere."""
-    if torch.device(device).type != "cuda":
-        return head_dim
-    return -(-head_dim // CUDA_HEAD_DIM_MULTIPLE) * CUDA_HEAD_DIM_MULTIPLE
-
-
 class _ThreadBuffers(threading.local):
     def __init__(self):
         self.caches = {}
@@ -32,10 +18,11 @@ class Workspace:
     def __init__(self):
         self._buffers = _ThreadBuffers()
 
-    def kv_cache(self, key, rows, heads, max_len, head_dim, dtype, device):
+    def kv_cache(self, key, rows, heads, max_len, width, dtype, device):
+        """(k, v) caches [rows, heads, max_len, width]; `width` is the head dim, padded where the
+        run's compute paths ask for it (ComputePaths.cache_head_dim)."""
         caches = self._buffers.caches
         cached = caches.get(key)
-        width = cache_head_dim(head_dim, device)
         if (cached is None or cached[0].shape[0] < rows or cached[0].shape[3] != width or cached[0].dtype != dtype
                 or cached[0].device != device):
             grown = rows if cached is None else max(rows, 2 * cached[0].shape[0])

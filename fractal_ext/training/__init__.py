@@ -1,5 +1,5 @@
-"""Training of FractalGen models: optimiser and schedule, checkpoints, DDP set-up and the loop."""
-from fractal_ext.training.cli import build_parser, parse_args
+"""Training of FractalGen models: optimiser and schedule (`optim`), checkpoints (`checkpointing`),
+DDP set-up (`distributed`) and the loop (`loop`). The command line is fractal_ext.cli.train."""
 from fractal_ext.training.loop import NonFiniteLossError, train, train_step
 
-__all__ = ["build_parser", "parse_args", "train", "train_step", "NonFiniteLossError"]
+__all__ = ["train", "train_step", "NonFiniteLossError"]

@@ -1,6 +1,6 @@
 """Training checkpoints: `checkpoint-last.pth` in the official layout (`'model'`, `'optimizer'`,
 `'scaler'`, `'epoch'`, `'args'`, plus `'step'`, `'rng'` and `'model_config'`), readable by the
-official code and by `fractal_ext.checkpoint.load_official_checkpoint` (only tensors, builtins and
+official code and by `fractal_ext.io.checkpoints.load_official_checkpoint` (only tensors, builtins and
 argparse.Namespace inside), and the weights as `checkpoint-last.safetensors` (config in the
 metadata). Every file is written beside its target, synced, then renamed over it: a crash while
 writing leaves the previous checkpoint intact."""
@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fractal_ext.checkpoint import CheckpointError, load_official_checkpoint, save_model, write_atomically
+from fractal_ext.io.atomic import write_atomically
+from fractal_ext.io.checkpoints import CheckpointError, load_official_checkpoint, save_model
 
 CHECKPOINT_NAME = "checkpoint-last.pth"
 # What an enabled GradScaler saves before its first step. fp32 / bf16 runs store this instead of
@@ -21,7 +22,7 @@ WEIGHTS_NAME = "checkpoint-last.safetensors"
 
 
 def atomic_torch_save(obj, path) -> Path:
-    """torch.save, atomically (fractal_ext.checkpoint.write_atomically)."""
+    """torch.save, atomically (fractal_ext.io.atomic.write_atomically)."""
     return write_atomically(path, lambda stream: torch.save(obj, stream))
 
 
@@ -102,18 +103,3 @@ def load_training_checkpoint(resume, map_location="cpu") -> dict:
             raise CheckpointError(f"{resume} is not a fractal_ext training checkpoint: no {key!r} entry "
                                   "(an official checkpoint can initialise a model, not resume a run)")
     return checkpoint
-
-
-def load_any_model(path, model_name: str | None = None, device="cpu"):
-    """A model in eval mode from our safetensors file, a training checkpoint of this package
-    (config stored with it), or an official checkpoint (architecture from `model_name` or args)."""
-    from fractal_ext.checkpoint import holds_safetensors, load_model, load_weights, state_dict_from_checkpoint
-    from fractal_ext.models import FractalConfig, FractalGen
-
-    path = Path(path)
-    if path.suffix != ".safetensors" and not holds_safetensors(path):
-        checkpoint = load_official_checkpoint(path, map_location=device)
-        if "model_config" in checkpoint:
-            model = FractalGen(**FractalConfig.from_json(checkpoint["model_config"]).constructor_kwargs())
-            return load_weights(model.to(device), state_dict_from_checkpoint(checkpoint)).eval()
-    return load_model(path, model_name=model_name, device=device)

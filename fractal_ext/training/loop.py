@@ -1,4 +1,4 @@
-"""The training loop of the official recipe (SPEC §6), single process or under torchrun (DDP).
+"""The training loop of the official recipe (docs/training.md), single process or under torchrun (DDP).
 
 Randomness, so that a run is reproducible and a resumed run continues exactly:
 - data order and horizontal flips depend only on (seed, step): the images of global batch `step`
@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from fractal_ext.checkpoint import CheckpointError
-from fractal_ext.configs import build_named_model
-from fractal_ext.data import build_dataset, collate_uint8, normalise, random_hflip
-from fractal_ext.precision import AUTOCAST_DTYPES
+from fractal_ext.io.checkpoints import CheckpointError, load_weights
+from fractal_ext.io.datasets import build_dataset, collate_uint8, normalise
+from fractal_ext.models import build_model
+from fractal_ext.settings import AUTOCAST_DTYPES
 from fractal_ext.training import checkpointing
 from fractal_ext.training.distributed import (DistInfo, all_gather_objects, all_reduce_mean, barrier, cleanup,
                                               init_distributed)
@@ -131,7 +131,7 @@ def train_step(model, optimizer, scaler, images, labels, generator, precision="f
 
 # ----------------------------------------------------------------------------- set-up
 def build_model_from_args(args, class_num: int):
-    return build_named_model(
+    return build_model(
         args.model, getattr(args, "model_config", None), class_num=class_num,
         label_drop_prob=args.label_drop_prob, r_weight=args.r_weight, grad_checkpointing=args.grad_checkpointing,
         attn_dropout=getattr(args, "attn_dropout", None), proj_dropout=getattr(args, "proj_dropout", None),
@@ -168,7 +168,7 @@ def _progress(total, initial, enabled):
 
 # ----------------------------------------------------------------------------- the loop
 def train(args: argparse.Namespace, model=None, dataset=None) -> dict:
-    """Runs the training of `args` (see python/train.py for every option). `model` / `dataset`
+    """Runs the training of `args` (see fractal_ext.cli.train for every option). `model` / `dataset`
     replace the ones the arguments describe (tests). Returns a summary: steps, final loss, ..."""
     info = init_distributed(getattr(args, "device", None))
     try:
@@ -210,8 +210,6 @@ def _train(args, info: DistInfo, model, dataset) -> dict:
     start_step = 0
     if args.resume:
         checkpoint = checkpointing.load_training_checkpoint(args.resume, map_location=device)
-        from fractal_ext.checkpoint import load_weights
-
         load_weights(model, checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         if checkpoint.get("scaler") and scaler.is_enabled():

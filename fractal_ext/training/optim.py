@@ -1,4 +1,4 @@
-"""Optimiser of the official recipe (SPEC §6): AdamW with two parameter groups and a per-iteration
+"""Optimiser of the official recipe (docs/training.md): AdamW with two parameter groups and a per-iteration
 learning rate (linear warm-up, then half-cycle cosine), with the batch-size scaling rule."""
 import math
 

@@ -1,0 +1,56 @@
+"""A small Fashion-MNIST classifier (3 conv layers, 34k parameters), used to check that the
+class-conditional samples of a generative model show the requested class."""
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+DEFAULT_CLASSIFIER = Path(__file__).resolve().parent / "fmnist_classifier.safetensors"
+GREY_MEAN, GREY_STD = 0.286, 0.353  # Fashion-MNIST pixel statistics (0..1 scale)
+
+
+class FashionClassifier(nn.Module):
+    """uint8 images [B, 3, 32, 32] (grey repeated, as fractal_ext.io.datasets.FashionMNIST gives them, or
+    generated samples) -> logits [B, 10]. Colour input is averaged to grey."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+
+        def stage(cin, cout):
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2)]
+
+        self.features = nn.Sequential(*stage(1, 16), *stage(16, 32), *stage(32, 64))  # 32 -> 4
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(64 * 4 * 4, num_classes))
+
+    def forward(self, images_u8: torch.Tensor) -> torch.Tensor:
+        if images_u8.dim() != 4 or images_u8.shape[1] not in (1, 3) or images_u8.shape[-2:] != (32, 32):
+            raise ValueError(f"images must be [B, 1 or 3, 32, 32], got {tuple(images_u8.shape)}")
+        grey = images_u8.float().mean(dim=1, keepdim=True) / 255
+        return self.head(self.features((grey - GREY_MEAN) / GREY_STD))
+
+    @torch.no_grad()
+    def predict(self, images_u8: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        was_training = self.training
+        self.eval()
+        try:
+            return torch.cat([self(images_u8[i : i + batch_size]).argmax(-1) for i in range(0, len(images_u8), batch_size)])
+        finally:
+            self.train(was_training)
+
+
+def save_classifier(model: FashionClassifier, path, info: dict | None = None):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(path), metadata={"fractal_ext.classifier": json.dumps(info or {})})
+
+
+def load_classifier(path=DEFAULT_CLASSIFIER) -> FashionClassifier:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"classifier weights not found: {path} (train them with examples/fashion_mnist/train_classifier.py)")
+    model = FashionClassifier()
+    model.load_state_dict(load_file(str(path)), strict=True)
+    return model.eval()

@@ -1,0 +1,75 @@
+"""What one sampling run decides once and every level reads: the settings of the run, and which
+implementation each part of the fast path takes on this device and precision (`ComputePaths`)."""
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from fractal_ext.sampler.bidirectional import onednn_linear_available
+from fractal_ext.sampler.graphs import CudaStepGraph, StepGraphs, graph_safe_on_cuda
+from fractal_ext.settings import SamplingControls
+
+# The CUDA attention kernel reads head rows as 16-byte vectors, so it takes head dims that are
+# multiples of 8 (every official model's are); the sampler pads other head dims with zero columns.
+CUDA_HEAD_DIM_MULTIPLE = 8
+
+
+@dataclass(frozen=True)
+class ComputePaths:
+    """Which implementation each part of the fast path runs. `choose_paths` picks them from the
+    device and precision; tests pass their own to run another device's path on the CPU.
+
+    block_step_kernels: one-token block steps as one CPU operator each (llama_block_step /
+        vit_block_step) where the row count suits them; otherwise the step is composed of torch's
+        linear layers and the KV-cache attention operator.
+    onednn_mar_pass: MAR levels' bidirectional passes on oneDNN GEMMs with reordered weights.
+    cache_head_dim_multiple: KV-cache rows are padded to a multiple of this (zero columns).
+    step_graph: the class that records and replays fixed-shape steps (CUDA graphs), or None to run
+        every step directly."""
+
+    block_step_kernels: bool = False
+    onednn_mar_pass: bool = False
+    cache_head_dim_multiple: int = 1
+    step_graph: type | None = None
+
+    def cache_head_dim(self, head_dim: int) -> int:
+        return -(-head_dim // self.cache_head_dim_multiple) * self.cache_head_dim_multiple
+
+
+def use_graphs(setting, device: torch.device) -> bool:
+    """`cuda_graphs` of a sampling call: None = on for CUDA where this build can capture the steps."""
+    if setting is None:
+        return device.type == "cuda" and graph_safe_on_cuda()
+    if not isinstance(setting, bool):
+        raise ValueError(f"cuda_graphs must be True, False or None (on for CUDA), got {setting!r}")
+    if setting and device.type != "cuda":
+        raise ValueError(f"cuda_graphs=True replays CUDA graphs and needs a model on a CUDA device, got {device}; "
+                         "pass cuda_graphs=None or False")
+    if setting and not graph_safe_on_cuda():
+        raise ValueError("cuda_graphs=True needs fractal_ext's CUDA kernels, and this build runs kv_cache_attention "
+                         "on CUDA through its PyTorch reference (see `fractal-info`); "
+                         "rebuild with nvcc, or pass cuda_graphs=None or False")
+    return setting
+
+
+def choose_paths(device: torch.device, precision: str, cuda_graphs: bool | None) -> ComputePaths:
+    cpu_fp32 = device.type == "cpu" and precision == "fp32"
+    return ComputePaths(
+        block_step_kernels=cpu_fp32,
+        onednn_mar_pass=cpu_fp32 and onednn_linear_available(),
+        cache_head_dim_multiple=CUDA_HEAD_DIM_MULTIPLE if device.type == "cuda" else 1,
+        step_graph=CudaStepGraph if use_graphs(cuda_graphs, device) else None,
+    )
+
+
+@dataclass(frozen=True)
+class SamplingRun:
+    num_iter_list: tuple
+    temperature: float
+    filter_threshold: float
+    controls: SamplingControls
+    guided: bool  # rows come in (conditional, unconditional) halves at every level
+    paths: ComputePaths = field(default_factory=ComputePaths)
+    on_top_level_step: Callable[[], None] | None = None  # progress callback of level 0
+    graphs: StepGraphs = field(default_factory=StepGraphs)  # the run's replayed steps, by key
+    prepared: dict = field(default_factory=dict)  # derived once per run (reordered weights), by key
