@@ -16,7 +16,7 @@ import torch
 
 from fractal_ext.cli.common import USER_ERRORS, device, integer
 from fractal_ext.evaluation import dataset_bits_per_dim
-from fractal_ext.io.checkpoints import load_any_model
+from fractal_ext.io.checkpoints import load_model
 from fractal_ext.io.datasets import build_dataset, iterate_batches, normalise
 
 
@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", type=device, default="cpu")
     args = parser.parse_args(argv)
     try:
-        model = load_any_model(args.model_path, args.model, args.device)
+        model = load_model(args.model_path, args.model, args.device)
         size = args.img_size or model.config.img_size_list[0]
         dataset = build_dataset(args.dataset, args.split, args.data_path, size)
     except USER_ERRORS as error:

@@ -262,8 +262,9 @@ def _train(args, info: DistInfo, model, dataset) -> dict:
                                              args.precision, args.grad_clip, info)
             except NonFiniteLossError as error:
                 last = (output_dir / checkpointing.CHECKPOINT_NAME) if output_dir is not None else None
-                where = (f"the last good checkpoint {last} was not overwritten; resume from it with --resume "
-                         f"{output_dir}" if last is not None and last.exists() else "no checkpoint was written")
+                where = (f"the last checkpoint, {last}, was written before this step and was not overwritten; "
+                         f"resume from it with --resume {output_dir}" if last is not None and last.exists()
+                         else "no checkpoint was written")
                 log.write(event="non_finite_loss", step=step, time=time.time())
                 raise NonFiniteLossError(
                     f"training stopped: {error} at step {step} (epoch {step / steps_per_epoch:.3f}, lr {lr:.3g}); "

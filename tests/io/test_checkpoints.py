@@ -119,13 +119,10 @@ def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
 def test_safetensors_load_whatever_their_file_name(tmp_path):
     """save_model writes safetensors to any path; loading goes by the content, not the suffix (a
     .pth name used to send such a file to the pickle loader, which called it unsafe)."""
-    from fractal_ext.io.checkpoints import load_any_model
-
     model = build_reference_model("tiny_ar")
     for name in ("model.pth", "model.bin", "model"):
         save_model(model, tmp_path / name)
-        for load in (load_model, load_any_model):
-            loaded = load(tmp_path / name)
+        for loaded in (load_model(tmp_path / name),):
             assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
 
 
@@ -135,3 +132,61 @@ def test_folders_are_not_checkpoints(tmp_path):
     with pytest.raises(IsADirectoryError, match="is a folder: pass a file name to write"):
         save_model(build_reference_model("tiny_ar"), tmp_path)
     assert list(tmp_path.iterdir()) == []  # no temporary file left behind
+
+
+# ---- integrity: damaged bytes, non-finite values, impossible dtypes ---------------------------
+
+
+def flip_byte(path, offset):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_safetensors_bytes_are_refused_as_damaged(tmp_path):
+    path = tmp_path / "model.safetensors"
+    save_model(tiny_model(), path)
+    flip_byte(path, path.stat().st_size - 100)  # inside the last tensor's bytes
+    with pytest.raises(CheckpointError, match="is damaged: its tensors do not match the content hash"):
+        load_model(path)
+    load_model(path, verify=False)  # the explicit opt-out
+
+
+def test_damaged_pth_bytes_are_refused_as_damaged(tmp_path):
+    path = tmp_path / "checkpoint-last.pth"
+    write_official_checkpoint(tiny_model(), path)
+    flip_byte(path, path.stat().st_size // 2)
+    with pytest.raises(CheckpointError, match=r"is damaged: the stored CRC of .* does not match its bytes"):
+        load_official_checkpoint(path)
+    with pytest.raises(CheckpointError, match="is damaged"):
+        load_model(path, model_name="fractalmar_fmnist32")  # found damaged before it is found to be another model
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path, bad):
+    model = tiny_model()
+    with torch.no_grad():
+        model.generator.blocks[0].attn.qkv.weight[0, 3] = bad
+    path = tmp_path / "diverged.safetensors"
+    save_model(model, path)  # its hash matches: the values themselves are the problem
+    with pytest.raises(CheckpointError, match=r"NaN or infinite values: generator\.blocks\.0\.attn\.qkv\.weight"):
+        load_model(path)
+    assert not torch.isfinite(load_model(path, verify=False).generator.blocks[0].attn.qkv.weight).all()
+    pth = tmp_path / "diverged.pth"
+    torch.save({"model": model.state_dict()}, pth)
+    with pytest.raises(CheckpointError, match=r"NaN or infinite values: generator\.blocks\.0\.attn\.qkv\.weight"):
+        load_weights(tiny_model(), state_dict_from_checkpoint(load_official_checkpoint(pth)))
+
+
+def test_an_integer_tensor_where_a_float_parameter_belongs_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    from fractal_ext.io.checkpoints import CONFIG_METADATA_KEY
+
+    model = tiny_model()
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    tensors["fake_latent"] = torch.zeros_like(tensors["fake_latent"], dtype=torch.int64)
+    path = tmp_path / "ints.safetensors"
+    save_file(tensors, str(path), metadata={CONFIG_METADATA_KEY: model.config.to_json()})
+    with pytest.raises(CheckpointError, match=r"dtype their parameters cannot hold: fake_latent \(torch.int64"):
+        load_model(path)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fractal_ext.io.checkpoints import CheckpointError, load_any_model, load_model, load_official_checkpoint
+from fractal_ext.io.checkpoints import CheckpointError, load_model, load_official_checkpoint
 from fractal_ext.evaluation import bits_per_dim
 from fractal_ext.io.datasets import normalise
 from fractal_ext.training import NonFiniteLossError, checkpointing, train, train_step
@@ -123,7 +123,7 @@ def test_checkpoint_layout_is_official_and_safetensors(tmp_path):
     weights = load_model(tmp_path / "checkpoint-last.safetensors")
     for key, value in checkpoint["model"].items():
         assert torch.equal(weights.state_dict()[key], value), key
-    evaluated = load_any_model(tmp_path / "checkpoint-last.pth")
+    evaluated = load_model(tmp_path / "checkpoint-last.pth")
     assert not evaluated.training
 
 
@@ -176,7 +176,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
         return loss * float("nan") if len(calls) > 3 else loss
 
     model.forward = poisoned_forward
-    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 3 .*last good checkpoint .* was not overwritten"):
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 3 .*the last checkpoint, .* was not overwritten"):
         train(tiny_args(tmp_path, "--epochs", "2", "--save_last_freq", "0.5"), model=model, dataset=dataset)
     checkpoint = load_official_checkpoint(tmp_path / "checkpoint-last.pth")
     assert checkpoint["step"] == 2
