@@ -73,7 +73,7 @@ class BuildPlan:
 
 
 def plan():
-    cpu_sources = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp")
+    cpu_sources = _sources("csrc/*.cpp") + _sources("csrc/*/*.cpp")
     if os.environ.get("FRACTAL_EXT_CPU_ONLY") == "1":
         return BuildPlan(False, "FRACTAL_EXT_CPU_ONLY=1", sources=cpu_sources)
     try:
@@ -92,7 +92,7 @@ def plan():
         "",
         cuda_home=cuda_home,
         cuda_arch_list=archs,
-        sources=cpu_sources + _sources("csrc/cuda/*.cu"),
+        sources=cpu_sources + _sources("csrc/*/*.cu"),
         system_include_dirs=cuda_library_include_dirs(cuda_home),
         # The arch list travels as one preprocessor token list joined by underscores ("8.0_9.0"):
         # no quotes or semicolons to survive shells, and no commas, which nvcc splits -D options

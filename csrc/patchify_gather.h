@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include "checks.h"
+#include "common/checks.h"
 
 namespace fractal_ext::patchify_gather {
 

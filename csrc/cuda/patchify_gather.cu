@@ -3,7 +3,7 @@
 // csrc/kernels/patchify_gather.cuh, the host-side choices (parameters, vector width, grid) in
 // csrc/patchify_gather_cuda_plan.h. Index ranges are checked inside the kernels (device assert,
 // no host synchronisation); see the kernel header.
-#include "cuda/cuda_type.cuh"
+#include "common/cuda_type.cuh"
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>

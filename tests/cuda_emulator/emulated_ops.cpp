@@ -16,14 +16,14 @@
 #include "fenced_memory.h"
 #include "runtime.h"
 
-#include "kernels/cfg_filter_sample_warp.cuh"
-#include "kernels/kv_cache_attention_decode.cuh"
+#include "cfg_filter_sample/kernel.cuh"
+#include "kv_cache_attention/kernel.cuh"
 #include "kernels/patchify_gather.cuh"
 #undef __CUDA_ARCH__
 
-#include "cfg_filter_sample_binding.h"
-#include "cuda/cuda_type.cuh"
-#include "kv_cache_attention_binding.h"
+#include "cfg_filter_sample/binding.h"
+#include "common/cuda_type.cuh"
+#include "kv_cache_attention/binding.h"
 #include "patchify_gather.h"
 #include "patchify_gather_cuda_plan.h"
 

@@ -17,9 +17,9 @@
 #include <limits>
 #include <vector>
 
-#include "cpu/kv_cache_attention.h"
-#include "cpu/vectorizable_math.h"
-#include "kv_cache_attention_binding.h"
+#include "common/vectorizable_math.h"
+#include "kv_cache_attention/binding.h"
+#include "kv_cache_attention/cpu.h"
 
 namespace fractal_ext {
 

@@ -8,9 +8,9 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "checks.h"
-#include "cpu/small_batch_linear.h"
-#include "cpu/vectorizable_math.h"
+#include "common/checks.h"
+#include "common/vectorizable_math.h"
+#include "small_batch_linear/cpu.h"
 
 namespace fractal_ext {
 namespace {

@@ -1,5 +1,6 @@
 // What the CPU and CUDA entry points of cfg_filter_sample share: argument checks and the
-// translation of tensors into the torch-free kernel parameters (csrc/kernels/cfg_filter_sample.h).
+// translation of tensors into the torch-free kernel parameters (csrc/cfg_filter_sample/params.h).
+// Included by csrc/cfg_filter_sample/cpu.cpp and cuda.cu, and by tests/cuda_emulator.
 #pragma once
 #include <ATen/Dispatch.h>
 #include <torch/types.h>
@@ -7,8 +8,8 @@
 #include <cmath>
 #include <optional>
 
-#include "checks.h"
-#include "kernels/cfg_filter_sample.h"
+#include "cfg_filter_sample/params.h"
+#include "common/checks.h"
 
 // Runs __VA_ARGS__ with scalar_t bound to the floating dtype of logits (float, half, bfloat16).
 #define FRACTAL_DISPATCH_LOGITS(TYPE, NAME, ...)                 \

@@ -12,9 +12,9 @@
 
 #include <cmath>
 
-#include "checks.h"
-#include "cpu/kv_cache_attention.h"
-#include "cpu/small_batch_linear.h"
+#include "common/checks.h"
+#include "kv_cache_attention/cpu.h"
+#include "small_batch_linear/cpu.h"
 
 namespace fractal_ext {
 namespace {

@@ -1,5 +1,6 @@
 // Guided sampling from pixel logits (SPEC section 4): what the CPU and CUDA kernels share.
-// Torch-free; included by csrc/cpu/cfg_filter_sample.cpp and csrc/kernels/cfg_filter_sample_warp.cuh.
+// Torch-free; included by csrc/cfg_filter_sample/binding.h (for cpu.cpp and cuda.cu) and
+// csrc/cfg_filter_sample/kernel.cuh.
 //
 // Per output row r (one row pair with guidance, one row without), in float32:
 //   c = temperature * logits[r], u = temperature * logits[n + r]          (u only with guidance)
@@ -13,7 +14,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "kernels/philox.h"
+#include "common/philox.h"
 
 namespace fractal_ext::sampling {
 

@@ -1,5 +1,5 @@
 // CPU kernel of cfg_filter_sample: rows in parallel (at::parallel_for), float32 math per row.
-// Semantics: csrc/kernels/cfg_filter_sample.h. Randomness: one 64-bit seed drawn from the CPU
+// Semantics: csrc/cfg_filter_sample/params.h. Randomness: one 64-bit seed drawn from the CPU
 // generator per call, then Philox(seed, subsequence = row), so results do not depend on threads.
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
@@ -14,8 +14,8 @@
 #include <tuple>
 #include <vector>
 
-#include "cfg_filter_sample_binding.h"
-#include "cpu/vectorizable_math.h"
+#include "cfg_filter_sample/binding.h"
+#include "common/vectorizable_math.h"
 
 namespace fractal_ext {
 namespace {

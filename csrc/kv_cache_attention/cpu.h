@@ -1,5 +1,6 @@
 // The CPU kv_cache_attention, for other CPU kernels that decode one position; `op` names the
-// calling operator in its error messages.
+// calling operator in its error messages. Defined in csrc/kv_cache_attention/cpu.cpp; included by
+// csrc/block_step/cpu.cpp.
 #pragma once
 #include <ATen/core/Tensor.h>
 

@@ -1,5 +1,5 @@
 // CUDA decode kernel of kv_cache_attention and its launch shape. Torch-free: the binding
-// (csrc/cuda/) checks inputs, launches with the shape planned at the end of this file and may
+// (csrc/kv_cache_attention/cuda.cu) checks inputs, launches with the shape planned at the end of this file and may
 // define FRACTAL_DEVICE_ASSERT before including it; tests/cuda_emulator runs the same kernel and
 // plan on the CPU.
 //
@@ -25,7 +25,7 @@
 #include <cassert>
 #include <cstdint>
 
-#include "kernels/kv_cache_attention_params.h"
+#include "kv_cache_attention/params.h"
 
 #ifndef FRACTAL_DEVICE_ASSERT
 #define FRACTAL_DEVICE_ASSERT(cond, msg) assert(cond)

@@ -1,6 +1,6 @@
 // CUDA entry point of cfg_filter_sample: checks, Philox state from the CUDA generator, launch of
-// the warp-per-row kernel of csrc/kernels/cfg_filter_sample_warp.cuh.
-#include "cuda/cuda_type.cuh"
+// the warp-per-row kernel of csrc/cfg_filter_sample/kernel.cuh.
+#include "common/cuda_type.cuh"
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <ATen/cuda/PhiloxUtils.cuh>
@@ -10,8 +10,8 @@
 #include <mutex>
 #include <tuple>
 
-#include "cfg_filter_sample_binding.h"
-#include "kernels/cfg_filter_sample_warp.cuh"
+#include "cfg_filter_sample/binding.h"
+#include "cfg_filter_sample/kernel.cuh"
 
 namespace fractal_ext {
 namespace {

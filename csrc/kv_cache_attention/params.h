@@ -1,4 +1,5 @@
-// Parameters of kv_cache_attention, shared by the CPU loops and the CUDA kernel. Torch-free.
+// Parameters of kv_cache_attention, shared by the CPU loops and the CUDA kernel. Torch-free;
+// included by csrc/kv_cache_attention/binding.h and csrc/kv_cache_attention/kernel.cuh.
 //
 // Shapes (element strides, 64-bit):
 //   q, k, v        [batch, new_len, heads, head_dim], unit stride over head_dim, any other strides

@@ -1,13 +1,14 @@
 // What the CPU and CUDA entry points of kv_cache_attention share: argument checks, the
 // translation of tensors into the torch-free kernel parameters, and what the CUDA kernel
-// additionally needs. Also used by tests/cuda_emulator, which runs the CUDA kernel on the CPU.
+// additionally needs. Included by csrc/kv_cache_attention/cpu.cpp and cuda.cu, and by
+// tests/cuda_emulator, which runs the CUDA kernel on the CPU.
 #pragma once
 #include <torch/types.h>
 
 #include <cstdint>
 
-#include "checks.h"
-#include "kernels/kv_cache_attention_params.h"
+#include "common/checks.h"
+#include "kv_cache_attention/params.h"
 
 namespace fractal_ext {
 

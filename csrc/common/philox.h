@@ -1,5 +1,6 @@
 // Philox4x32-10 counter-based random numbers (Salmon et al., SC'11), the generator behind curand's
-// and torch's Philox streams. Torch-free; usable from host C++ and CUDA device code.
+// and torch's Philox streams. Torch-free; usable from host C++ and CUDA device code. Included by
+// csrc/cfg_filter_sample/params.h.
 //
 // A draw is a pure function of a 64-bit key (the seed) and a 128-bit counter. Following curand,
 // the counter is (offset / 4 as 64 bits, subsequence as 64 bits): `philox_draw(seed, subsequence,

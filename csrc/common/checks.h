@@ -1,5 +1,6 @@
-// Input checks shared by the CPU and CUDA entry points. Every message names the op and the
-// argument, so a user sees what to fix.
+// Input checks shared by the CPU and CUDA entry points of every operator folder (their binding
+// headers and kernels include it). Every message names the op and the argument, so a user sees
+// what to fix.
 #pragma once
 #include <torch/types.h>
 

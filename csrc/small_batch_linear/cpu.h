@@ -1,4 +1,5 @@
 // The weight-streaming GEMV of small_batch_linear, for other CPU kernels that decode one position.
+// Defined in csrc/small_batch_linear/cpu.cpp; included by csrc/block_step/cpu.cpp.
 #pragma once
 #include <cstdint>
 

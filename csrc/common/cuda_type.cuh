@@ -1,4 +1,5 @@
-// The CUDA counterpart of an ATen scalar type, for the torch-free kernel headers.
+// The CUDA counterpart of an ATen scalar type, for the torch-free kernel headers. Included by the
+// operators' cuda.cu files and by tests/cuda_emulator.
 #pragma once
 #include <ATen/ATen.h>
 #include <cuda_bf16.h>

@@ -1,5 +1,6 @@
 // Scalar math for the CPU kernels' row loops, written without library calls or branches so that
 // GCC vectorises the loops that use it (glibc expf and the c10 half/bfloat16 conversions do not).
+// Included by the cpu.cpp of kv_cache_attention, cfg_filter_sample and small_batch_linear.
 #pragma once
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>

@@ -1,6 +1,6 @@
 // CUDA device code of cfg_filter_sample: one warp per output row (row pair with guidance), and its
-// launch shape. Torch-free; the thin binding is csrc/cuda/cfg_filter_sample.cu, and
-// tests/cuda_emulator runs the same code on the CPU. Semantics: csrc/kernels/cfg_filter_sample.h.
+// launch shape. Torch-free; the thin binding is csrc/cfg_filter_sample/cuda.cu, and
+// tests/cuda_emulator runs the same code on the CPU. Semantics: csrc/cfg_filter_sample/params.h.
 //
 // The vocabulary is walked in chunks of 256 values; in a chunk, lane l holds 8 values as two
 // groups of 4 consecutive tokens, at columns 4l .. 4l+3 and 128 + 4l .. 128 + 4l+3, so every load
@@ -18,7 +18,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "kernels/cfg_filter_sample.h"
+#include "cfg_filter_sample/params.h"
 
 namespace fractal_ext::sampling {
 

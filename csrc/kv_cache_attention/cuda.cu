@@ -1,5 +1,5 @@
 // CUDA binding of kv_cache_attention: checks, launch shape, dtype dispatch. The kernel is in
-// csrc/kernels/kv_cache_attention_decode.cuh.
+// csrc/kv_cache_attention/kernel.cuh.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -8,13 +8,13 @@
 #include <cstdint>
 #include <vector>
 
-#include "cuda/cuda_type.cuh"
+#include "common/cuda_type.cuh"
 
 // A cache overflow is detected on the device, without a host synchronisation: the kernel stops
 // with this assertion (always compiled in, also with NDEBUG) and the next CUDA call raises.
 #define FRACTAL_DEVICE_ASSERT(cond, msg) CUDA_KERNEL_ASSERT_MSG(cond, msg)
-#include "kernels/kv_cache_attention_decode.cuh"
-#include "kv_cache_attention_binding.h"
+#include "kv_cache_attention/binding.h"
+#include "kv_cache_attention/kernel.cuh"
 
 namespace fractal_ext {
 namespace {
