@@ -1,8 +1,8 @@
-// CUDA entry points of patchify / unpatchify and of the four-neighbour condition gather: input
-// checks, device guard, launch on the current stream. The kernels are in
-// csrc/kernels/patchify_gather.cuh, the host-side choices (parameters, vector width, grid) in
-// csrc/patchify_gather_cuda_plan.h. Index ranges are checked inside the kernels (device assert,
-// no host synchronisation); see the kernel header.
+// CUDA entry points of the four-neighbour condition gather (forward and backward): input checks,
+// device guard, launch on the current stream. The kernels are in csrc/neighbour_gather/kernel.cuh,
+// the host-side choices (parameters, vector width, grid) in csrc/neighbour_gather/cuda_plan.h.
+// Index ranges are checked inside the kernels (device assert, no host synchronisation); see the
+// kernel header.
 #include "common/cuda_type.cuh"
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -14,9 +14,9 @@
 #include <type_traits>
 
 #define FRACTAL_DEVICE_ASSERT(cond) CUDA_KERNEL_ASSERT(cond)
-#include "kernels/patchify_gather.cuh"
-#include "patchify_gather.h"
-#include "patchify_gather_cuda_plan.h"
+#include "neighbour_gather/binding.h"
+#include "neighbour_gather/cuda_plan.h"
+#include "neighbour_gather/kernel.cuh"
 
 namespace fractal_ext {
 namespace {
@@ -29,44 +29,6 @@ using patchify_gather::dispatch_unit;
 int64_t num_blocks(int64_t threads) {
   return patchify_gather::grid_blocks(threads, at::cuda::getCurrentDeviceProperties()->multiProcessorCount);
 }
-
-// ---- patchify / unpatchify -----------------------------------------------------------------
-
-template <bool kToPatches>
-void launch_patchify(const at::Tensor& image, const at::Tensor& patches, int64_t patch_size) {
-  const patchify_gather::PatchifyPlan plan = patchify_gather::plan_patchify(image, patches, patch_size);
-  const kernels::PatchifyParams& p = plan.params;
-  const auto stream = at::cuda::getCurrentCUDAStream();
-  dispatch_unit(p.vec * p.element_size, [&](auto unit) {
-    using Unit = decltype(unit);
-    if (plan.index32) {
-      kernels::patchify_kernel<Unit, uint32_t, kToPatches>
-          <<<num_blocks(p.num_units), kThreadsPerBlock, 0, stream>>>(p);
-    } else {
-      kernels::patchify_kernel<Unit, uint64_t, kToPatches>
-          <<<num_blocks(p.num_units), kThreadsPerBlock, 0, stream>>>(p);
-    }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-}
-
-at::Tensor patchify_cuda(const at::Tensor& images, int64_t patch_size) {
-  const auto sizes = patchify_gather::patchify_output_sizes(images, patch_size);
-  const c10::cuda::CUDAGuard device_guard(images.device());
-  auto patches = at::empty(sizes, images.options());
-  if (patches.numel() > 0) launch_patchify<true>(images, patches, patch_size);
-  return patches;
-}
-
-at::Tensor unpatchify_cuda(const at::Tensor& patches, int64_t patch_size) {
-  const auto sizes = patchify_gather::unpatchify_output_sizes(patches, patch_size);
-  const c10::cuda::CUDAGuard device_guard(patches.device());
-  auto images = at::empty(sizes, patches.options());
-  if (images.numel() > 0) launch_patchify<false>(images, patches, patch_size);
-  return images;
-}
-
-// ---- four-neighbour gather -----------------------------------------------------------------
 
 at::Tensor gather_neighbour_conditions_cuda(const at::Tensor& conditions, const at::Tensor& batch_index,
                                             const at::Tensor& token_index) {
@@ -121,8 +83,6 @@ at::Tensor gather_neighbour_conditions_backward_cuda(const at::Tensor& grad, con
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fractal_ext, CUDA, m) {
-  m.impl("patchify", &patchify_cuda);
-  m.impl("unpatchify", &unpatchify_cuda);
   m.impl("gather_neighbour_conditions", &gather_neighbour_conditions_cuda);
   m.impl("gather_neighbour_conditions_backward", &gather_neighbour_conditions_backward_cuda);
 }
