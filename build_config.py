@@ -96,7 +96,7 @@ def plan():
         system_include_dirs=cuda_library_include_dirs(cuda_home),
         # The arch list travels as one preprocessor token list joined by underscores ("8.0_9.0"):
         # no quotes or semicolons to survive shells, and no commas, which nvcc splits -D options
-        # at. registration.cpp stringifies it and puts the commas back for fractal_ext._C.
+        # at. csrc/module.cpp stringifies it and puts the commas back for fractal_ext._C.
         defines=["FRACTAL_EXT_WITH_CUDA", "FRACTAL_EXT_CUDA_ARCHS=" + archs.replace(";", "_")],
     )
 

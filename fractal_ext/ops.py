@@ -2,7 +2,8 @@
 
 Each name here is bound once, at import, to the compiled operator (`torch.ops.fractal_ext.*`)
 or, when the extension is not available, to its plain-PyTorch reference; there is no wrapper
-between a caller and the kernel. Shapes and semantics: csrc/registration.cpp.
+between a caller and the kernel. Shapes and semantics: the schema.cpp of each operator folder
+under csrc/.
 This module also registers, for the compiled operators, the fake (meta) implementations that
 let them trace under torch.compile, and the autograd formulas of the differentiable ones.
 """

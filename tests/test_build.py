@@ -103,7 +103,7 @@ def test_build_plan_cpu_only(monkeypatch):
     assert not plan.with_cuda
     assert "FRACTAL_EXT_CPU_ONLY=1" in plan.describe() and plan.describe().startswith("CPU-only build")
     assert not any(s.endswith(".cu") for s in plan.sources)
-    assert "csrc/registration.cpp" in plan.sources
+    assert "csrc/module.cpp" in plan.sources
     assert os.path.join("csrc", "patchify", "cpu.cpp") in plan.sources
 
 
