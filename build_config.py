@@ -101,6 +101,18 @@ def plan():
     )
 
 
+def torch_cuda_home(p):
+    """The CUDA toolkit torch's own CMake package needs, or None: for a CUDA build of torch it enables
+    CUDA and links the toolkit's libraries even when the extension compiles no CUDA source."""
+    if p.with_cuda:
+        return p.cuda_home
+    try:
+        import torch
+    except ImportError:
+        return None
+    return find_cuda_home() if torch.version.cuda is not None else None
+
+
 def nvcc_version(cuda_home):
     try:
         out = subprocess.run([os.path.join(cuda_home, "bin", "nvcc"), "--version"], capture_output=True, text=True)
@@ -120,7 +132,10 @@ if __name__ == "__main__":
         print(f"set(FRACTAL_EXT_CUDA_HOME \"{p.cuda_home or ''}\")")
         print(f"set(FRACTAL_EXT_DEFINES {' '.join(p.defines)})")
         print(f"set(FRACTAL_EXT_SYSTEM_INCLUDE_DIRS {' '.join(p.system_include_dirs)})")
-        library_dirs = [os.path.join(os.path.dirname(d), "lib") for d in p.system_include_dirs]
+        toolkit = torch_cuda_home(p)
+        print(f"set(FRACTAL_EXT_TORCH_CUDA_HOME \"{toolkit or ''}\")")
+        library_include_dirs = cuda_library_include_dirs(toolkit) if toolkit else []
+        library_dirs = [os.path.join(os.path.dirname(d), "lib") for d in library_include_dirs]
         print(f"set(FRACTAL_EXT_CUDA_LIBRARY_DIRS {' '.join(library_dirs)})")
         print(f"set(FRACTAL_EXT_BUILD_DESCRIPTION \"{p.describe()}\")")
     else:
