@@ -73,7 +73,7 @@ class BuildPlan:
 
 
 def plan():
-    cpu_sources = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp")
+    cpu_sources = _sources("csrc/*.cpp") + _sources("csrc/*/*.cpp")
     if os.environ.get("FRACTAL_EXT_CPU_ONLY") == "1":
         return BuildPlan(False, "FRACTAL_EXT_CPU_ONLY=1", sources=cpu_sources)
     try:
@@ -92,13 +92,25 @@ def plan():
         "",
         cuda_home=cuda_home,
         cuda_arch_list=archs,
-        sources=cpu_sources + _sources("csrc/cuda/*.cu"),
+        sources=cpu_sources + _sources("csrc/*/*.cu"),
         system_include_dirs=cuda_library_include_dirs(cuda_home),
         # The arch list travels as one preprocessor token list joined by underscores ("8.0_9.0"):
         # no quotes or semicolons to survive shells, and no commas, which nvcc splits -D options
-        # at. registration.cpp stringifies it and puts the commas back for fractal_ext._C.
+        # at. csrc/module.cpp stringifies it and puts the commas back for fractal_ext._C.
         defines=["FRACTAL_EXT_WITH_CUDA", "FRACTAL_EXT_CUDA_ARCHS=" + archs.replace(";", "_")],
     )
+
+
+def torch_cuda_home(p):
+    """The CUDA toolkit torch's own CMake package needs, or None: for a CUDA build of torch it enables
+    CUDA and links the toolkit's libraries even when the extension compiles no CUDA source."""
+    if p.with_cuda:
+        return p.cuda_home
+    try:
+        import torch
+    except ImportError:
+        return None
+    return find_cuda_home() if torch.version.cuda is not None else None
 
 
 def nvcc_version(cuda_home):
@@ -120,7 +132,10 @@ if __name__ == "__main__":
         print(f"set(FRACTAL_EXT_CUDA_HOME \"{p.cuda_home or ''}\")")
         print(f"set(FRACTAL_EXT_DEFINES {' '.join(p.defines)})")
         print(f"set(FRACTAL_EXT_SYSTEM_INCLUDE_DIRS {' '.join(p.system_include_dirs)})")
-        library_dirs = [os.path.join(os.path.dirname(d), "lib") for d in p.system_include_dirs]
+        toolkit = torch_cuda_home(p)
+        print(f"set(FRACTAL_EXT_TORCH_CUDA_HOME \"{toolkit or ''}\")")
+        library_include_dirs = cuda_library_include_dirs(toolkit) if toolkit else []
+        library_dirs = [os.path.join(os.path.dirname(d), "lib") for d in library_include_dirs]
         print(f"set(FRACTAL_EXT_CUDA_LIBRARY_DIRS {' '.join(library_dirs)})")
         print(f"set(FRACTAL_EXT_BUILD_DESCRIPTION \"{p.describe()}\")")
     else:

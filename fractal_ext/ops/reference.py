@@ -2,7 +2,8 @@
 
 They compute what the official code computes, the way it computes it (composite torch ops).
 They are the test oracle of the C++/CUDA kernels and the fallback when the extension is not
-built. Shapes and semantics are documented on the schemas in csrc/registration.cpp.
+built. Shapes and semantics are documented on the schemas, in the schema.cpp of each operator
+folder under csrc/.
 """
 import math
 

@@ -1,8 +1,9 @@
-// The CUDA kernels of csrc/kernels/, run on CPU tensors by the emulator of runtime.h, behind the
-// same checks and host-side launch decisions as the CUDA bindings of csrc/cuda/ (the headers they
-// share). Outputs start poisoned (NaN, or -7 for ids), as memory from at::empty on a GPU holds
-// garbage, so an element no thread writes shows. Kernels see fenced copies of every tensor
-// (fenced_memory.h): an access out of bounds faults or is reported.
+// The CUDA kernels of csrc/ (the kernel.cuh of each operator folder), run on CPU tensors by the
+// emulator of runtime.h, behind the same checks and host-side launch decisions as the operators'
+// CUDA bindings, cuda.cu (the binding.h and cuda_plan.h headers they share). Outputs start
+// poisoned (NaN, or -7 for ids), as memory from at::empty on a GPU holds garbage, so an element no
+// thread writes shows. Kernels see fenced copies of every tensor (fenced_memory.h): an access out
+// of bounds faults or is reported.
 //
 // `sm_count` stands for the GPU's multiprocessor count where a binding sizes its grid by it (132
 // on an H200); small values force grid-stride loops, few pairs force multi-warp attention.
@@ -16,16 +17,19 @@
 #include "fenced_memory.h"
 #include "runtime.h"
 
-#include "kernels/cfg_filter_sample_warp.cuh"
-#include "kernels/kv_cache_attention_decode.cuh"
-#include "kernels/patchify_gather.cuh"
+#include "cfg_filter_sample/kernel.cuh"
+#include "kv_cache_attention/kernel.cuh"
+#include "neighbour_gather/kernel.cuh"
+#include "patchify/kernel.cuh"
 #undef __CUDA_ARCH__
 
-#include "cfg_filter_sample_binding.h"
-#include "cuda/cuda_type.cuh"
-#include "kv_cache_attention_binding.h"
-#include "patchify_gather.h"
-#include "patchify_gather_cuda_plan.h"
+#include "cfg_filter_sample/binding.h"
+#include "common/cuda_type.cuh"
+#include "kv_cache_attention/binding.h"
+#include "neighbour_gather/binding.h"
+#include "neighbour_gather/cuda_plan.h"
+#include "patchify/binding.h"
+#include "patchify/cuda_plan.h"
 
 // The storage of the decode kernel's `extern __shared__ float merge_slots[]`.
 namespace fractal_ext::kv_attention {

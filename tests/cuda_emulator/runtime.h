@@ -1,6 +1,6 @@
 // A CPU emulator of the CUDA execution model, for testing this project's CUDA kernels on machines
-// without a GPU. The kernel headers of csrc/kernels/ compile unchanged as host C++ after this
-// header: it supplies the CUDA keywords, built-in variables and intrinsics they use.
+// without a GPU. The kernel headers of csrc/ (csrc/*/kernel.cuh) compile unchanged as host C++
+// after this header: it supplies the CUDA keywords, built-in variables and intrinsics they use.
 //
 // Execution: one block at a time; every thread of the block is a fiber (fiber_context.h) on the
 // calling thread. A fiber runs until it reaches __syncthreads(), a warp collective (__shfl*_sync,

@@ -1,8 +1,9 @@
-"""The CUDA kernels of csrc/kernels/ on the CPU, through tests/cuda_emulator, against the reference
-ops: indexing, vector widths, warp collectives, multi-warp merges, grid-stride loops and device
-assertions are checked without a GPU. The emulated entry points make the same input checks and
-host-side launch decisions as csrc/cuda/ (shared headers); only the launch itself differs. Last,
-the fast sampler takes its GPU path on the emulated kernels, end to end.
+"""The CUDA kernels of csrc/ (csrc/*/kernel.cuh) on the CPU, through tests/cuda_emulator, against the
+reference ops: indexing, vector widths, warp collectives, multi-warp merges, grid-stride loops and
+device assertions are checked without a GPU. The emulated entry points make the same input checks
+and host-side launch decisions as the CUDA entry points csrc/*/cuda.cu (shared binding.h and
+cuda_plan.h headers); only the launch itself differs. Last, the fast sampler takes its GPU path
+on the emulated kernels, end to end.
 
 Each tensor a kernel touches sits against an inaccessible page (a stand-in for compute-sanitizer's
 memcheck: an access just out of bounds stops the test process with SIGSEGV, a stray write into the

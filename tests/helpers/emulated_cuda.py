@@ -1,6 +1,7 @@
-"""The CUDA kernels of csrc/kernels/ on the CPU, through tests/cuda_emulator (an emulator of the
-CUDA execution model): built with torch's extension loader into build/cuda_emulator (rebuilt when
-a source changes), wherever the CUDA headers are installed (no GPU needed)."""
+"""The CUDA kernels of csrc/ (csrc/*/kernel.cuh) on the CPU, through tests/cuda_emulator (an
+emulator of the CUDA execution model): built with torch's extension loader into build/cuda_emulator
+(rebuilt when a source changes), wherever the CUDA headers are installed (no GPU needed). The
+include root is csrc/, as for the extension."""
 from __future__ import annotations
 
 import functools

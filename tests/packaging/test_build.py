@@ -101,8 +101,8 @@ def test_build_plan_cpu_only(monkeypatch):
     assert not plan.with_cuda
     assert "FRACTAL_EXT_CPU_ONLY=1" in plan.describe() and plan.describe().startswith("CPU-only build")
     assert not any(s.endswith(".cu") for s in plan.sources)
-    assert "csrc/registration.cpp" in plan.sources
-    assert os.path.join("csrc", "cpu", "patchify_gather.cpp") in plan.sources
+    assert "csrc/module.cpp" in plan.sources
+    assert os.path.join("csrc", "patchify", "cpu.cpp") in plan.sources
 
 
 def test_build_plan_cuda_archs_define(monkeypatch):
@@ -112,7 +112,7 @@ def test_build_plan_cuda_archs_define(monkeypatch):
         pytest.skip(plan.reason)
     assert plan.cuda_arch_list == "8.0;9.0+PTX"
     assert "FRACTAL_EXT_CUDA_ARCHS=8.0_9.0+PTX" in plan.defines  # nvcc splits -D at commas
-    assert os.path.join("csrc", "cuda", "patchify_gather.cu") in plan.sources
+    assert os.path.join("csrc", "patchify", "cuda.cu") in plan.sources
 
 
 def test_source_distribution_holds_everything_the_build_needs(tmp_path):

@@ -1,0 +1,25 @@
+// The schema of kv_cache_attention (torch.ops.fractal_ext.kv_cache_attention), a fragment of the
+// fractal_ext library (csrc/module.cpp holds its one TORCH_LIBRARY; build_config.py compiles every
+// csrc/*/*.cpp). Its kernels register in cpu.cpp and cuda.cu of this folder; its fake (meta)
+// implementation is in fractal_ext/ops/fake.py.
+#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
+#include <torch/library.h>
+
+TORCH_LIBRARY_FRAGMENT(fractal_ext, m) {
+  // q, k, v [B, T, H, D] (T new positions); k_cache, v_cache [B, H, S_max, D], updated in place
+  // at positions [cache_seqlens[b], cache_seqlens[b] + T); cache_seqlens int32 [B].
+  // New query t attends causally to cache positions [0, cache_seqlens[b] + t]. -> out [B, T, H, D].
+  // cache_seqlens is only read: the caller advances it by T. q/k/v need unit stride over D only
+  // (fused-qkv views are fine). cache_seqlens[b] < 0 or + T > S_max: the CPU kernel raises, the
+  // CUDA kernel fails a device-side assertion (no host sync); CUDA needs D % 8 == 0, D <= 256.
+  m.def(
+      "kv_cache_attention(Tensor q, Tensor k, Tensor v, Tensor(a!) k_cache, Tensor(b!) v_cache, "
+      "Tensor cache_seqlens, float scale) -> Tensor");
+}
+
+// kv_cache_attention has no derivative. Without an Autograd kernel, torch only warns and a backward
+// pass through it would silently leave the inputs' gradients empty; with this one it fails, naming
+// the operator ("derivative for fractal_ext::... is not implemented").
+TORCH_LIBRARY_IMPL(fractal_ext, Autograd, m) {
+  m.impl("kv_cache_attention", torch::autograd::autogradNotImplementedFallback());
+}
