@@ -165,3 +165,27 @@ def test_random_calls_fail_clearly_or_match_the_reference(name):
         outcomes["matched"] += 1
     # Both kinds of call were made, in numbers that show the generator explores both sides.
     assert outcomes["matched"] >= CASES_PER_OPERATOR // 10 and outcomes["refused"] >= CASES_PER_OPERATOR // 20, outcomes
+
+
+MIXED_DEVICE_CASES = 200
+
+
+@pytest.mark.parametrize("name", [n for n in OPERATORS if n not in ("patchify", "unpatchify")])  # one tensor each
+def test_random_calls_mixing_devices_fail_clearly(name):
+    """One tensor argument of an otherwise random call moved to the meta device: the call must fail
+    naming the operator (before this check, most operators returned uninitialised memory: the
+    dispatcher sent such calls to the fake implementations)."""
+    operator, make_args = getattr(ops, name), OPERATORS[name]
+    inputs = RandomInputs(seed=7 + sum(map(ord, name)))
+    calls = 0
+    while calls < MIXED_DEVICE_CASES:
+        args = list(make_args(inputs))
+        tensors = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+        if len(tensors) < 2:
+            continue
+        moved = inputs.choice(tensors)
+        args[moved] = args[moved].to("meta")
+        with pytest.raises(RuntimeError) as error:
+            operator(*args)
+        assert str(error.value).startswith(f"{name}:"), f"argument {moved} on meta: {error.value}"
+        calls += 1
