@@ -16,7 +16,9 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from fractal_ext.io.atomic import write_atomically
 from fractal_ext.io.checkpoints import CheckpointError, load_weights
+from fractal_ext.io.run_lock import OutputFolderInUse, claim_output_dir
 from fractal_ext.io.datasets import build_dataset, collate_uint8, normalise
 from fractal_ext.models import build_model
 from fractal_ext.settings import AUTOCAST_DTYPES
@@ -171,18 +173,36 @@ def train(args: argparse.Namespace, model=None, dataset=None) -> dict:
     """Runs the training of `args` (see fractal_ext.cli.train for every option). `model` / `dataset`
     replace the ones the arguments describe (tests). Returns a summary: steps, final loss, ..."""
     info = init_distributed(getattr(args, "device", None))
+    lock = None
     try:
-        return _train(args, info, model, dataset)
+        lock = claim_the_output_folder(args, info)
+        return _train(args, info, model, dataset, lock)
     finally:
+        if lock is not None:
+            lock.release()
         cleanup(info)
 
 
-def _train(args, info: DistInfo, model, dataset) -> dict:
-    # Decided by the main process and shared, so that every rank stops (none waits in a collective).
-    refusal = checkpointing.checkpoint_a_new_run_would_overwrite(args.output_dir, args.resume) if info.is_main else None
+def claim_the_output_folder(args, info: DistInfo):
+    """The main process locks the output folder for the run (another live run on it is refused) and
+    checks that the run would not overwrite a checkpoint it does not continue. Decided there and
+    shared, so that every rank stops (none waits in a collective). Returns the lock (main process)."""
+    refusal, lock = None, None
+    if info.is_main and args.output_dir:
+        try:
+            lock = claim_output_dir(args.output_dir)
+            refusal = checkpointing.checkpoint_a_new_run_would_overwrite(args.output_dir, args.resume)
+        except (OutputFolderInUse, FileNotFoundError) as error:
+            refusal = str(error)
     refusal = all_gather_objects(refusal, info)[0]
     if refusal:
+        if lock is not None:
+            lock.release()
         raise CheckpointError(refusal)
+    return lock
+
+
+def _train(args, info: DistInfo, model, dataset, lock=None) -> dict:
     seed_everything(args.seed + info.rank)
     device = info.device
     if dataset is None:
@@ -231,11 +251,12 @@ def _train(args, info: DistInfo, model, dataset) -> dict:
 
     log = JsonLog(output_dir / "log.jsonl" if output_dir is not None and info.is_main else None)
     if output_dir is not None and info.is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "args.json").write_text(json.dumps(vars(args), indent=1, sort_keys=True, default=str))
+        text = json.dumps(vars(args), indent=1, sort_keys=True, default=str)
+        write_atomically(output_dir / "args.json", lambda stream: stream.write(text.encode()))
         log.write(event="start", step=start_step, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
                   effective_batch=effective_batch, lr=args.lr, world_size=info.world_size,
-                  parameters=sum(p.numel() for p in model.parameters()), time=time.time())
+                  parameters=sum(p.numel() for p in model.parameters()), time=time.time(),
+                  removed_temporary_files=lock.removed if lock is not None else [])
 
     def save(step):
         rng_states = all_gather_objects(checkpointing.capture_rng_state(generator), info)
