@@ -18,6 +18,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from fractal_ext.io.atomic import write_atomically  # noqa: E402
 from fractal_ext.models import PUBLISHED_SAMPLING  # noqa: E402
 from sampling_cases import REDUCED, SamplingCase, timed  # noqa: E402
 
@@ -111,6 +112,11 @@ def parse_case(text: str) -> tuple[str, int]:
     return name, int(batch)
 
 
+def write_text(path: Path, text: str):
+    """Results are written atomically: an interrupted run leaves the previous file whole."""
+    write_atomically(path, lambda stream: stream.write(text.encode()))
+
+
 def markdown(results, machine_info) -> str:
     def cell(result, key, fmt):
         return format(result[key], fmt) if key in result else "-"
@@ -144,8 +150,8 @@ def main():
 
     def save():
         info = machine()
-        Path(args.json).write_text(json.dumps({"machine": info, "results": results}, indent=2))
-        Path(args.json).with_suffix(".md").write_text(markdown(results, info))
+        write_text(Path(args.json), json.dumps({"machine": info, "results": results}, indent=2))
+        write_text(Path(args.json).with_suffix(".md"), markdown(results, info))
 
     # The fast path of every case first, then the eager path in order of EAGER_PRIORITY: the eager
     # runs are the long ones, and a run stopped by its time limit keeps everything measured before.

@@ -24,8 +24,10 @@ class SamplingControls:
 
 
 def validate_sampling_args(model, cond_list, num_iter_list, cfg, cfg_schedule, temperature, filter_threshold):
+    """ValueError naming the first sampling argument `model.sample` cannot take (the eager and the
+    fast path check the same way)."""
     num_generators = model.num_fractal_levels - 1
-    if len(num_iter_list) < num_generators:
+    if len(num_iter_list) != num_generators:
         raise ValueError(f"num_iter_list needs one entry per generator level ({num_generators}), got {list(num_iter_list)}")
     if not all(_is_integer(n) and n >= 1 for n in num_iter_list):
         raise ValueError(f"num_iter_list entries must be integers >= 1, got {list(num_iter_list)}")

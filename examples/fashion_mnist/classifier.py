@@ -4,8 +4,10 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
+
+from fractal_ext.io.atomic import write_atomically
 
 DEFAULT_CLASSIFIER = Path(__file__).resolve().parent / "fmnist_classifier.safetensors"
 GREY_MEAN, GREY_STD = 0.286, 0.353  # Fashion-MNIST pixel statistics (0..1 scale)
@@ -44,7 +46,8 @@ def save_classifier(model: FashionClassifier, path, info: dict | None = None):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(path), metadata={"fractal_ext.classifier": json.dumps(info or {})})
+    data = save(tensors, metadata={"fractal_ext.classifier": json.dumps(info or {})})
+    write_atomically(path, lambda stream: stream.write(data))
 
 
 def load_classifier(path=DEFAULT_CLASSIFIER) -> FashionClassifier:

@@ -22,7 +22,7 @@ import torch  # noqa: E402
 from examples.fashion_mnist.baselines import PixelHistogram  # noqa: E402
 from fractal_ext.io.checkpoints import load_model  # noqa: E402
 from examples.fashion_mnist.classifier import DEFAULT_CLASSIFIER, load_classifier  # noqa: E402
-from fractal_ext.cli.common import integer, integer_list, writable_output  # noqa: E402
+from fractal_ext.cli.common import integer, integer_list, seed, writable_output  # noqa: E402
 from fractal_ext.models.registry import NAMED_SAMPLING, SHIPPED_MODEL, SHIPPED_MODEL_NAME  # noqa: E402
 from fractal_ext.io.datasets import FASHION_MNIST_CLASSES, FashionMNIST, iterate_batches, normalise  # noqa: E402
 from fractal_ext.evaluation import dataset_bits_per_dim  # noqa: E402
@@ -41,7 +41,7 @@ def main(argv=None):
     parser.add_argument("--cfg", type=float, default=sampling["cfg"])
     parser.add_argument("--temperature", type=float, default=sampling["temperature"])
     parser.add_argument("--num_iter_list", type=integer_list, default=list(sampling["num_iter_list"]))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument("--grid", default=None, help="also write the generated samples as a PNG grid")
     parser.add_argument("--threads", type=integer(1), default=1,
                         help="CPU threads (1 is fastest for the small batches of sampling on a shared CPU)")

@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import torch  # noqa: E402
 
 from examples.fashion_mnist.classifier import DEFAULT_CLASSIFIER, FashionClassifier, save_classifier  # noqa: E402
-from fractal_ext.cli.common import integer, number, writable_output  # noqa: E402
+from fractal_ext.cli.common import integer, number, seed, writable_output  # noqa: E402
 from fractal_ext.io.datasets import FashionMNIST  # noqa: E402
 
 
@@ -21,7 +21,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=integer(1), default=3)
     parser.add_argument("--batch_size", type=integer(1), default=128)
     parser.add_argument("--lr", type=number(0, above=True), default=3e-3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument("--data_path", default=None)
     parser.add_argument("--output", default=str(DEFAULT_CLASSIFIER))
     args = parser.parse_args(argv)

@@ -1,6 +1,7 @@
-"""What the command-line entry points (one module per command in this package) share: argparse types that refuse out-of-range numbers (argparse
-then names the option: "argument --batch_size: must be an integer >= 1, got 0"), and a check that the
-output location is writable, made before the work rather than after it."""
+"""What the command-line entry points (one module per command in this package) share: argparse
+types that refuse out-of-range numbers (argparse then names the option: "argument --batch_size:
+must be an integer >= 1, got 0"), a check that the output location is writable, made before the
+work rather than after it, and the conversion of user errors into messages with exit status 2."""
 import argparse
 import math
 import tempfile
@@ -8,22 +9,31 @@ from pathlib import Path
 
 import torch
 
-USER_ERRORS = (ValueError, FileNotFoundError, PermissionError)  # DatasetError, CheckpointError are ValueErrors
+from fractal_ext.io.atomic import OutputWriteError
+
+# Bad input and unusable files (DatasetError, CheckpointError are ValueErrors; a full disk or an
+# unwritable path is an OutputWriteError): messages, not tracebacks.
+USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, OutputWriteError)
 
 
-def integer(minimum: int):
-    """argparse type: an integer >= minimum."""
+def integer(minimum: int, maximum: int | None = None):
+    """argparse type: an integer >= minimum (and <= maximum)."""
+    bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+            raise argparse.ArgumentTypeError(f"must be an integer {bounds}, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"must be an integer {bounds}, got {value}")
         return value
 
     return parse
+
+
+# A random seed: what torch.Generator.manual_seed takes.
+seed = integer(0, 2**64 - 1)
 
 
 def number(minimum: float, *, above: bool = False, maximum: float = math.inf, below: bool = False):

@@ -9,21 +9,25 @@ evaluation; 1 for all-AR models). Prints one JSON line.
 """
 import argparse
 import json
+import math
 import sys
 import time
 
 import torch
 
-from fractal_ext.cli.common import USER_ERRORS, device, integer
+from fractal_ext.cli.common import device, integer, run_or_report, seed
 from fractal_ext.evaluation import dataset_bits_per_dim
 from fractal_ext.io.checkpoints import load_model
 from fractal_ext.io.datasets import build_dataset, iterate_batches, normalise
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="fractal-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_path", required=True, help=".safetensors (ours), or a .pth checkpoint")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fractal-eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_path", required=True, help="our .safetensors, a training checkpoint or an official .pth")
     parser.add_argument("--model", default=None, help="architecture name for an official .pth without args")
+    parser.add_argument("--skip_checkpoint_checks", action="store_true",
+                        help="load a checkpoint whose hash, CRCs or values fail the checks (knowingly)")
     parser.add_argument("--dataset", choices=("fashion_mnist", "imagefolder"), default="fashion_mnist")
     parser.add_argument("--data_path", default=None)
     parser.add_argument("--split", choices=("train", "test"), default="test", help="imagefolder: train/ or val/")
@@ -31,16 +35,22 @@ def main(argv=None) -> int:
     parser.add_argument("--batch_size", type=integer(1), default=100)
     parser.add_argument("--num_images", type=integer(1), default=None, help="first N images of the split (default all)")
     parser.add_argument("--num_passes", type=integer(1), default=None, help="forward passes per batch (default 10 MAR, 1 AR)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument("--device", type=device, default="cpu")
-    args = parser.parse_args(argv)
-    try:
-        model = load_model(args.model_path, args.model, args.device)
-        size = args.img_size or model.config.img_size_list[0]
-        dataset = build_dataset(args.dataset, args.split, args.data_path, size)
-    except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    return run_or_report(parser, run, parser.parse_args(argv))
+
+
+def run(args) -> int:
+    model = load_model(args.model_path, args.model, args.device, verify=not args.skip_checkpoint_checks)
+    size = model.config.img_size_list[0]
+    if args.img_size is not None and args.img_size != size:
+        raise ValueError(f"--img_size {args.img_size} does not match the model, which takes {size}x{size} images")
+    dataset = build_dataset(args.dataset, args.split, args.data_path, size)
     start = time.time()
     batches = (normalise(images.to(args.device)) for images, _ in
                iterate_batches(dataset, args.batch_size, args.num_images))
@@ -49,6 +59,10 @@ def main(argv=None) -> int:
     result.update(model_path=str(args.model_path), dataset=args.dataset, split=args.split,
                   seconds=round(time.time() - start, 1))
     print(json.dumps(result))
+    if not math.isfinite(result["bits_per_dim"]):
+        print(f"fractal-eval: the model's NLL is {result['bits_per_dim']} on these images: its weights or the data "
+              "are broken", file=sys.stderr)
+        return 1
     return 0
 
 

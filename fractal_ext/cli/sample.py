@@ -11,9 +11,9 @@ import time
 
 import torch
 
-from fractal_ext.cli.common import device, integer, integer_list, run_or_report, writable_output
+from fractal_ext.cli.common import device, integer, integer_list, run_or_report, seed, writable_output
 from fractal_ext.io.checkpoints import load_model
-from fractal_ext.io.images import save_grid_png, save_samples
+from fractal_ext.io.images import grid_shape, image_format, save_grid_png, save_samples
 from fractal_ext.models import NAMED_CONFIGS, default_sampling_settings
 from fractal_ext.models.registry import SHIPPED_MODEL
 from fractal_ext.sampler import generate
@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="official checkpoint .pth or fractal_ext .safetensors (default: the shipped model)")
     parser.add_argument("--model", default=None, choices=sorted(NAMED_CONFIGS),
                         help="named architecture (needed for an official .pth without args.model)")
+    parser.add_argument("--skip_checkpoint_checks", action="store_true",
+                        help="load a checkpoint whose hash, CRCs or values fail the checks (knowingly)")
     parser.add_argument("--labels", type=integer_list, default=None,
                         help="class labels, e.g. 1,2,3 (default: the first 10 classes)")
     parser.add_argument("--classes", dest="labels", type=integer_list, help=argparse.SUPPRESS)  # older name
@@ -40,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--temperature", type=float, default=None,
                         help="multiplies the logits, as in the official code: above 1 is sharper, below 1 noisier")
     parser.add_argument("--filter_threshold", type=float, default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument("--batch_size", type=integer(1), default=50, help="labels per sampling batch")
     parser.add_argument("--greedy", action="store_true", help="most likely token instead of a random draw")
     parser.add_argument("--raster_order", action="store_true", help="MAR levels in raster order")
@@ -67,16 +69,22 @@ def main(argv=None) -> int:
 
 def run(args) -> int:
     torch.set_num_threads(args.threads)
-    model = load_model(args.checkpoint, model_name=args.model, device=args.device)
     if args.output is None and args.output_dir is None:
         args.output = "samples.png"
     if args.output is not None:
         writable_output(args.output)
+        image_format(args.output)
     if args.output_dir is not None:
         writable_output(args.output_dir, is_dir=True)
+    model = load_model(args.checkpoint, model_name=args.model, device=args.device,
+                       verify=not args.skip_checkpoint_checks)
     classes = args.labels if args.labels is not None else list(range(min(model.num_classes, 10)))
     per_class = args.per_class or (1 if args.labels is not None else 10)
     labels = [label for label in classes for _ in range(per_class)]
+    columns = args.columns or per_class
+    size = model.config.img_size_list[0]
+    scale = args.scale or (3 if size < 64 else 1)
+    grid_shape(len(labels), size, size, columns, scale=scale if args.output is not None else 1)  # before the work
     settings = {k: getattr(args, k) for k in SETTINGS if getattr(args, k) is not None}
     resolved = {**default_sampling_settings(model), **settings}
     print(f"sampling {len(labels)} images with {resolved} on {args.device}", flush=True)
@@ -87,12 +95,10 @@ def run(args) -> int:
                       precision=args.precision, cuda_graphs={"auto": None, "on": True, "off": False}[args.cuda_graphs],
                       progress=True, **settings)
     seconds = time.perf_counter() - start
-    columns = args.columns or per_class
     written = []
     if args.output_dir is not None:
         written.append(save_samples(images, labels, args.output_dir, columns))
     if args.output is not None:
-        scale = args.scale or (3 if images.shape[1] < 64 else 1)
         written.append(save_grid_png(images, rows=-(-len(labels) // columns), path=args.output, scale=scale))
     print(f"wrote {', '.join(map(str, written))}: {len(labels)} images in {seconds:.1f} s, "
           f"{len(labels) / seconds:.3f} images/s")

@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-from fractal_ext.cli.common import USER_ERRORS, device, integer, number
+from fractal_ext.cli.common import device, integer, number, run_or_report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stop_after", type=integer(1), default=None,
                      help="stop (with a checkpoint) after this many steps of this invocation; resume later")
     run.add_argument("--log_freq", type=integer(1), default=10, help="log every this many steps")
-    run.add_argument("--seed", type=int, default=1)
+    run.add_argument("--seed", type=integer(0, 2**32 - 1), default=1,
+                     help="seeds the data order, flips and every random choice of the run")
     run.add_argument("--device", type=device, default=None, help="cpu or cuda (default: cuda when available)")
     run.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser
@@ -66,12 +67,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    """Exit status 0 when the run ends, 2 for bad input (a message naming it, nothing written), 1
+    when training itself fails (a non-finite loss: the message says where the last checkpoint is)."""
     from fractal_ext.training import NonFiniteLossError, train
 
-    args = parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
-        summary = train(args)
-    except (NonFiniteLossError, *USER_ERRORS) as error:
+        summary = run_or_report(parser, train, args)
+    except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     if int(os.environ.get("RANK", "0")) == 0:

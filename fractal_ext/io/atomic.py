@@ -5,24 +5,35 @@ import tempfile
 from pathlib import Path
 
 
+class OutputWriteError(OSError):
+    """A file could not be written (no space left, no permission, a bad path): nothing partial is
+    left where it should have been, and the previous file, if any, is unchanged."""
+
+
 def write_atomically(path, write) -> Path:
     """Calls write(binary stream) on a temporary file beside `path`, syncs it, then renames it over
-    `path`: a crash at any point leaves the previous file intact (and no partial file behind)."""
+    `path`: a crash at any point leaves the previous file intact (and no partial file behind; a
+    hard kill can leave the temporary file, which the next run in that folder removes:
+    fractal_ext.io.run_lock). A failing write raises OutputWriteError naming the path."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder: pass a file name to write")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_path = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temp_path = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_path = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.chmod(temp_path, 0o666 & ~_umask())  # mkstemp makes it 0600; a plain open() would not
         with os.fdopen(handle, "wb") as stream:
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
+    except BaseException as error:
+        if temp_path is not None and os.path.exists(temp_path):
             os.unlink(temp_path)
+        if isinstance(error, OSError) and not isinstance(error, OutputWriteError):
+            raise OutputWriteError(error.errno, f"cannot write {path}: {error.strerror or error} (nothing was "
+                                   "written; the previous file, if any, is unchanged)") from error
         raise
     _fsync_dir(path.parent)
     return path

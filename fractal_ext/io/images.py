@@ -1,9 +1,37 @@
 """Writing sampled images: PNG grids and one PNG per image (uint8 [.., H, W, 3], as
-fractal_ext.sampler.generate returns them)."""
+fractal_ext.sampler.generate returns them). Every file is written atomically; its format comes from
+its extension, checked before any work by `image_format`."""
 import math
 from pathlib import Path
 
 import torch
+
+from fractal_ext.io.atomic import write_atomically
+
+# Larger grids would take gigabytes to build and encode: refused before the sampling.
+MAX_GRID_PIXELS = 2**28
+
+
+def image_format(path) -> str:
+    """The Pillow format that `path`'s extension names (".png" -> "PNG"); ValueError otherwise."""
+    from PIL import Image
+
+    formats = Image.registered_extensions()
+    suffix = Path(path).suffix.lower()
+    if suffix not in formats or formats[suffix] not in Image.SAVE:
+        raise ValueError(f"{path}: the file name must end in an image extension Pillow writes (.png, .jpg, "
+                         f".webp, ...), got {suffix or 'none'!r}")
+    return formats[suffix]
+
+
+def grid_shape(count: int, height: int, width: int, columns: int, padding: int = 2, scale: int = 1) -> tuple:
+    """(height, width) of the grid image_grid / save_grid_png make; ValueError beyond MAX_GRID_PIXELS."""
+    rows = max(1, math.ceil(count / columns))
+    shape = ((rows * (height + padding) + padding) * scale, (columns * (width + padding) + padding) * scale)
+    if shape[0] * shape[1] > MAX_GRID_PIXELS:
+        raise ValueError(f"the grid would be {shape[1]} x {shape[0]} pixels, more than {MAX_GRID_PIXELS}: "
+                         "lower --scale or the number of images")
+    return shape
 
 
 def image_grid(images_hwc: torch.Tensor, columns: int | None = None, padding: int = 2,
@@ -22,18 +50,18 @@ def image_grid(images_hwc: torch.Tensor, columns: int | None = None, padding: in
 
 
 def save_png(image_hwc: torch.Tensor, path) -> Path:
+    """uint8 [H, W, 3] -> an image file in the format of its extension, written atomically."""
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image_hwc.cpu().numpy()).save(path)
-    return path
+    image, image_format_name = Image.fromarray(image_hwc.cpu().numpy()), image_format(path)
+    return write_atomically(path, lambda stream: image.save(stream, format=image_format_name))
 
 
 def save_grid_png(images_hwc: torch.Tensor, rows: int, path, pad: int = 2, scale: int = 1) -> Path:
     """uint8 [N, H, W, 3] -> one PNG, `rows` rows (row-major), `pad` white pixels between images,
     upscaled `scale` times (nearest)."""
     n = images_hwc.shape[0]
+    grid_shape(n, images_hwc.shape[1], images_hwc.shape[2], -(-n // rows), pad, scale)
     grid = image_grid(images_hwc, columns=-(-n // rows), padding=pad, background=255)
     if scale != 1:
         grid = grid.repeat_interleave(scale, dim=0).repeat_interleave(scale, dim=1)

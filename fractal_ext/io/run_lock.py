@@ -18,22 +18,33 @@ class OutputFolderInUse(ValueError):
 
 
 class RunLock:
-    def __init__(self, fd: int, folder: Path, removed: list):
-        self.fd, self.folder, self.removed = fd, folder, removed
+    def __init__(self, fd: int, folder: Path, removed: list, created_folder: bool):
+        self.fd, self.folder, self.removed, self.created_folder = fd, folder, removed, created_folder
 
     def release(self):
-        if self.fd is not None:
-            os.close(self.fd)  # closing the descriptor releases the lock
-            self.fd = None
+        """Releases the lock; a folder this run created and left empty (a run refused for bad input)
+        goes too."""
+        if self.fd is None:
+            return
+        if self.created_folder and [p.name for p in self.folder.iterdir()] == [LOCK_NAME]:
+            (self.folder / LOCK_NAME).unlink()
+            self.folder.rmdir()
+        os.close(self.fd)  # closing the descriptor releases the lock
+        self.fd = None
 
 
 def claim_output_dir(folder) -> RunLock:
     """Locks `folder` (created if needed) for this process, or raises OutputFolderInUse naming the
     process that holds it; then removes stale temporary files (`RunLock.removed` lists them)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"cannot write to {folder}: it is a file, not a folder")
+    created_folder = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise PermissionError(f"cannot write to {folder}: {error.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -48,4 +59,4 @@ def claim_output_dir(folder) -> RunLock:
         if entry.is_file() and TEMPORARY.match(entry.name):
             entry.unlink()
             removed.append(entry.name)
-    return RunLock(fd, folder, removed)
+    return RunLock(fd, folder, removed, created_folder)

@@ -10,6 +10,7 @@ Randomness, so that a run is reproducible and a resumed run continues exactly:
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from fractal_ext.io.atomic import write_atomically
 from fractal_ext.io.checkpoints import CheckpointError, load_weights
-from fractal_ext.io.run_lock import OutputFolderInUse, claim_output_dir
+from fractal_ext.io.run_lock import claim_output_dir
 from fractal_ext.io.datasets import build_dataset, collate_uint8, normalise
 from fractal_ext.models import build_model
 from fractal_ext.settings import AUTOCAST_DTYPES
@@ -151,15 +152,23 @@ def seed_everything(seed: int):
 
 
 class JsonLog:
-    """Appends one JSON object per line (main process only)."""
+    """Appends one JSON object per line (main process only). Each record is one write of a whole
+    line to a file opened for appending, so an interrupted run leaves whole lines; event records
+    (start, checkpoint, end, ...) are synced to disk."""
 
     def __init__(self, path: Path | None):
         self.path = path
 
     def write(self, **record):
-        if self.path is not None:
-            with open(self.path, "a") as stream:
-                stream.write(json.dumps(record) + "\n")
+        if self.path is None:
+            return
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (json.dumps(record) + "\n").encode())
+            if "event" in record:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _progress(total, initial, enabled):
@@ -192,7 +201,7 @@ def claim_the_output_folder(args, info: DistInfo):
         try:
             lock = claim_output_dir(args.output_dir)
             refusal = checkpointing.checkpoint_a_new_run_would_overwrite(args.output_dir, args.resume)
-        except (OutputFolderInUse, FileNotFoundError) as error:
+        except (ValueError, OSError) as error:  # in use, not a folder, unwritable, --resume not found
             refusal = str(error)
     refusal = all_gather_objects(refusal, info)[0]
     if refusal:

@@ -160,7 +160,8 @@ def test_train_script_reports_bad_dataset_paths(tmp_path):
         result = subprocess.run([sys.executable, str(ROOT / "python" / "train.py"), *extra, "--output_dir",
                                  str(tmp_path / "out"), "--no_progress"], cwd=ROOT, env=env, capture_output=True,
                                 text=True, timeout=120)
-        assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+        assert not (tmp_path / "out").exists()  # a refused run leaves nothing behind
 
 
 def test_random_hflip_is_seeded():

@@ -40,6 +40,7 @@ def test_sampling_without_guidance_uses_unpaired_rows():
     "overrides, message",
     [
         (dict(num_iter_list=[4]), "num_iter_list"),
+        (dict(num_iter_list=[4, 4, 4]), "num_iter_list needs one entry per generator level"),
         (dict(num_iter_list=[4, 0]), "num_iter_list"),
         (dict(num_iter_list=[4, 2.5]), "integers >= 1"),
         (dict(num_iter_list=[4, float("nan")]), "integers >= 1"),
