@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="replay fixed-shape steps as CUDA graphs (auto: on for CUDA)")
     parser.add_argument("--device", type=device, default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=integer(1), default=1,
-                        help="CPU threads (1 is fastest for the small batches of sampling on a shared CPU)")
+                        help="CPU threads (default 1: 2.1x faster than 2 when the other core is busy, 14%% slower on idle cores)")
     parser.add_argument("--output", default=None, help="the grid PNG (default samples.png without --output_dir)")
     parser.add_argument("--output_dir", default=None, help="write grid.png and one PNG per image here")
     parser.add_argument("--columns", type=integer(1), default=None, help="images per grid row (default: per_class)")

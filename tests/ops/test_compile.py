@@ -1,11 +1,14 @@
 """The operators under torch.compile(fullgraph=True): their fake implementations trace, the in-place
 cache update survives functionalisation, the autograd formulas compile, and the compiled results
 equal the eager ones."""
+import inspect
+
 import pytest
 import torch
 
 from fractal_ext import ops
-from op_samples import llama_args, vit_args
+from op_samples import (cfg_filter_sample_args, gather_args, kv_cache_attention_args, llama_args, patchify_args,
+                        vit_args)
 
 pytestmark = pytest.mark.skipif(not ops.EXTENSION_AVAILABLE, reason="fractal_ext._C is not built")
 
@@ -22,16 +25,10 @@ def sampler_step(images, conditions, batch_index, token_index, q, k, v, k_cache,
 
 
 def step_inputs(device="cpu"):
-    generator = torch.Generator().manual_seed(0)
-
-    def randn(*shape):
-        return torch.randn(*shape, generator=generator)
-
-    inputs = dict(images=randn(2, 3, 16, 16), conditions=randn(2, 16, 8), batch_index=torch.tensor([0, 1, 1]),
-                  token_index=torch.tensor([0, 5, 15]), q=randn(2, 1, 4, 16), k=randn(2, 1, 4, 16),
-                  v=randn(2, 1, 4, 16), k_cache=randn(2, 4, 8, 16), v_cache=randn(2, 4, 8, 16),
-                  cache_seqlens=torch.tensor([0, 3], dtype=torch.int32), logits=randn(4, 256), cfg=torch.full((2,), 3.0))
-    return {name: tensor.to(device) for name, tensor in inputs.items()}
+    """The operators' sample inputs (tests/helpers/op_samples.py), the tensors sampler_step takes."""
+    inputs = {**patchify_args(), **gather_args(), **kv_cache_attention_args(), **cfg_filter_sample_args()}
+    names = inspect.signature(sampler_step).parameters
+    return {name: inputs[name].to(device) for name in names}
 
 
 # aot_eager traces through the fake implementations and functionalisation in about a second; inductor

@@ -115,17 +115,10 @@ def block_step_args(make):
     return args
 
 
-OPERATORS = {
-    "patchify": patchify_args,
-    "unpatchify": unpatchify_args,
-    "gather_neighbour_conditions": gather_args,
-    "gather_neighbour_conditions_backward": gather_backward_args,
-    "kv_cache_attention": kv_cache_attention_args,
-    "cfg_filter_sample": cfg_filter_sample_args,
-    "small_batch_linear": small_batch_linear_args,
-    "llama_block_step": block_step_args(llama_args),
-    "vit_block_step": block_step_args(vit_args),
-}
+# The random arguments of each operator, in the order of ops.OP_NAMES.
+OPERATORS = dict(zip(ops.OP_NAMES, [patchify_args, unpatchify_args, gather_args, gather_backward_args,
+                                    kv_cache_attention_args, cfg_filter_sample_args, small_batch_linear_args,
+                                    block_step_args(llama_args), block_step_args(vit_args)]))
 
 
 def same(actual, expected):
