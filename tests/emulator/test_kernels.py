@@ -13,7 +13,6 @@ GPU by benchmarks/gpu_check.sh.
 """
 import contextlib
 import sys
-from pathlib import Path
 
 import pytest
 import torch

@@ -1,6 +1,5 @@
 """llama_block_step / vit_block_step (CPU: one decoding step of a whole block) against their
 references, and the references against the model's own blocks."""
-import math
 
 import pytest
 import torch

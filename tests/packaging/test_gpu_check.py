@@ -3,7 +3,6 @@ can be checked without a GPU is checked here, so that a short GPU session is not
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
