@@ -3,8 +3,9 @@
 // csrc/*/*.cpp). Their CPU kernels register in cpu.cpp of this folder (no CUDA kernels: CUDA
 // tensors run their references, see REFERENCE_CUDA_OPS); fake (meta) implementations are in
 // fractal_ext/ops/fake.py.
-#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
+
+#include "common/no_derivative.h"
 
 TORCH_LIBRARY_FRAGMENT(fractal_ext, m) {
   // One decoding step of a whole block for x [R, D] float32 (R rows at one new position), CPU
@@ -28,11 +29,5 @@ TORCH_LIBRARY_FRAGMENT(fractal_ext, m) {
       "Tensor cache_seqlens, float norm_eps, float scale) -> Tensor");
 }
 
-// llama_block_step and vit_block_step have no derivatives. Without an Autograd kernel, torch only
-// warns and a backward pass through them would silently leave the inputs' gradients empty; with
-// this one it fails, naming the operator ("derivative for fractal_ext::... is not implemented").
-TORCH_LIBRARY_IMPL(fractal_ext, Autograd, m) {
-  for (const char* name : {"llama_block_step", "vit_block_step"}) {
-    m.impl(name, torch::autograd::autogradNotImplementedFallback());
-  }
-}
+// No derivative (csrc/common/no_derivative.h says why this is registered).
+TORCH_LIBRARY_IMPL(fractal_ext, Autograd, m) { fractal_ext::refuse_derivatives(m, {"llama_block_step", "vit_block_step"}); }

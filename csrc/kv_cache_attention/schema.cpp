@@ -2,8 +2,9 @@
 // fractal_ext library (csrc/module.cpp holds its one TORCH_LIBRARY; build_config.py compiles every
 // csrc/*/*.cpp). Its kernels register in cpu.cpp and cuda.cu of this folder; its fake (meta)
 // implementation is in fractal_ext/ops/fake.py.
-#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
+
+#include "common/no_derivative.h"
 
 TORCH_LIBRARY_FRAGMENT(fractal_ext, m) {
   // q, k, v [B, T, H, D] (T new positions); k_cache, v_cache [B, H, S_max, D], updated in place
@@ -17,9 +18,5 @@ TORCH_LIBRARY_FRAGMENT(fractal_ext, m) {
       "Tensor cache_seqlens, float scale) -> Tensor");
 }
 
-// kv_cache_attention has no derivative. Without an Autograd kernel, torch only warns and a backward
-// pass through it would silently leave the inputs' gradients empty; with this one it fails, naming
-// the operator ("derivative for fractal_ext::... is not implemented").
-TORCH_LIBRARY_IMPL(fractal_ext, Autograd, m) {
-  m.impl("kv_cache_attention", torch::autograd::autogradNotImplementedFallback());
-}
+// No derivative (csrc/common/no_derivative.h says why this is registered).
+TORCH_LIBRARY_IMPL(fractal_ext, Autograd, m) { fractal_ext::refuse_derivatives(m, {"kv_cache_attention"}); }

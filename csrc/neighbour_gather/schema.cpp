@@ -3,8 +3,9 @@
 // TORCH_LIBRARY; build_config.py compiles every csrc/*/*.cpp). Their kernels register in cpu.cpp
 // and cuda.cu of this folder; fake (meta) implementations are in fractal_ext/ops/fake.py, the
 // autograd formula of gather_neighbour_conditions in fractal_ext/ops/autograd.py.
-#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
+
+#include "common/no_derivative.h"
 
 TORCH_LIBRARY_FRAGMENT(fractal_ext, m) {
   // conditions [B, L, C] on a sqrt(L) x sqrt(L) grid; batch_index, token_index int64 [M]
@@ -16,10 +17,5 @@ TORCH_LIBRARY_FRAGMENT(fractal_ext, m) {
       "int batch_size, int seq_len) -> Tensor");
 }
 
-// gather_neighbour_conditions_backward has no derivative (gather_neighbour_conditions gets its
-// formula in fractal_ext/ops/autograd.py). Without an Autograd kernel, torch only warns and a
-// backward pass through it would silently leave the inputs' gradients empty; with this one it
-// fails, naming the operator ("derivative for fractal_ext::... is not implemented").
-TORCH_LIBRARY_IMPL(fractal_ext, Autograd, m) {
-  m.impl("gather_neighbour_conditions_backward", torch::autograd::autogradNotImplementedFallback());
-}
+// No derivative (csrc/common/no_derivative.h says why this is registered).
+TORCH_LIBRARY_IMPL(fractal_ext, Autograd, m) { fractal_ext::refuse_derivatives(m, {"gather_neighbour_conditions_backward"}); }

@@ -109,30 +109,30 @@ PatchGeometry geometry(const at::Tensor& images, const at::Tensor& patches, int6
   return g;
 }
 
-at::Tensor patchify_cpu(const at::Tensor& images, int64_t patch_size) {
-  const auto sizes = patchify_gather::patchify_output_sizes(images, patch_size);
-  auto patches = at::empty(sizes, images.options());
-  if (patches.numel() == 0) return patches;
+// One body for both directions: patchify reads images and writes patches, unpatchify the reverse.
+template <bool kToPatches>
+at::Tensor move_cpu(const at::Tensor& input, int64_t patch_size) {
+  const char* op = kToPatches ? "patchify" : "unpatchify";
+  const auto sizes = kToPatches ? patchify_gather::patchify_output_sizes(input, patch_size)
+                                : patchify_gather::unpatchify_output_sizes(input, patch_size);
+  auto output = at::empty(sizes, input.options());
+  if (output.numel() == 0) return output;
+  const at::Tensor& images = kToPatches ? input : output;
+  const at::Tensor& patches = kToPatches ? output : input;
   const PatchGeometry g = geometry(images, patches, patch_size);
-  dispatch_by_element_size("patchify", images.scalar_type(), [&](auto bits) {
+  dispatch_by_element_size(op, input.scalar_type(), [&](auto bits) {
     using T = decltype(bits);
-    move_patches<T, true>(g, const_cast<T*>(static_cast<const T*>(images.const_data_ptr())),
-                          static_cast<T*>(patches.data_ptr()));
+    // move_patches takes both sides as mutable pointers; it only writes the output side.
+    move_patches<T, kToPatches>(g, static_cast<T*>(const_cast<void*>(images.const_data_ptr())),
+                                static_cast<T*>(const_cast<void*>(patches.const_data_ptr())));
   });
-  return patches;
+  return output;
 }
 
+at::Tensor patchify_cpu(const at::Tensor& images, int64_t patch_size) { return move_cpu<true>(images, patch_size); }
+
 at::Tensor unpatchify_cpu(const at::Tensor& patches, int64_t patch_size) {
-  const auto sizes = patchify_gather::unpatchify_output_sizes(patches, patch_size);
-  auto images = at::empty(sizes, patches.options());
-  if (images.numel() == 0) return images;
-  const PatchGeometry g = geometry(images, patches, patch_size);
-  dispatch_by_element_size("unpatchify", patches.scalar_type(), [&](auto bits) {
-    using T = decltype(bits);
-    move_patches<T, false>(g, static_cast<T*>(images.data_ptr()),
-                           const_cast<T*>(static_cast<const T*>(patches.const_data_ptr())));
-  });
-  return images;
+  return move_cpu<false>(patches, patch_size);
 }
 
 }  // namespace

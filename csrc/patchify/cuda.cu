@@ -42,20 +42,24 @@ void launch_patchify(const at::Tensor& image, const at::Tensor& patches, int64_t
   });
 }
 
-at::Tensor patchify_cuda(const at::Tensor& images, int64_t patch_size) {
-  const auto sizes = patchify_gather::patchify_output_sizes(images, patch_size);
-  const c10::cuda::CUDAGuard device_guard(images.device());
-  auto patches = at::empty(sizes, images.options());
-  if (patches.numel() > 0) launch_patchify<true>(images, patches, patch_size);
-  return patches;
+// One body for both directions (as in cpu.cpp): patchify reads images and writes patches,
+// unpatchify the reverse.
+template <bool kToPatches>
+at::Tensor move_cuda(const at::Tensor& input, int64_t patch_size) {
+  const auto sizes = kToPatches ? patchify_gather::patchify_output_sizes(input, patch_size)
+                                : patchify_gather::unpatchify_output_sizes(input, patch_size);
+  const c10::cuda::CUDAGuard device_guard(input.device());
+  auto output = at::empty(sizes, input.options());
+  if (output.numel() > 0) {
+    launch_patchify<kToPatches>(kToPatches ? input : output, kToPatches ? output : input, patch_size);
+  }
+  return output;
 }
 
+at::Tensor patchify_cuda(const at::Tensor& images, int64_t patch_size) { return move_cuda<true>(images, patch_size); }
+
 at::Tensor unpatchify_cuda(const at::Tensor& patches, int64_t patch_size) {
-  const auto sizes = patchify_gather::unpatchify_output_sizes(patches, patch_size);
-  const c10::cuda::CUDAGuard device_guard(patches.device());
-  auto images = at::empty(sizes, patches.options());
-  if (images.numel() > 0) launch_patchify<false>(images, patches, patch_size);
-  return images;
+  return move_cuda<false>(patches, patch_size);
 }
 
 }  // namespace

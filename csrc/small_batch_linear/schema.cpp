@@ -3,8 +3,9 @@
 // csrc/*/*.cpp). Its CPU kernel registers in cpu.cpp of this folder (no CUDA kernel: CUDA tensors
 // run its reference, see REFERENCE_CUDA_OPS); its fake (meta) implementation is in
 // fractal_ext/ops/fake.py.
-#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
+
+#include "common/no_derivative.h"
 
 TORCH_LIBRARY_FRAGMENT(fractal_ext, m) {
   // y = x . weight^T (+ bias) for x [..., K] with few rows (one-token decoding), weight [N, K]
@@ -13,9 +14,5 @@ TORCH_LIBRARY_FRAGMENT(fractal_ext, m) {
   m.def("small_batch_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
 }
 
-// small_batch_linear has no derivative. Without an Autograd kernel, torch only warns and a backward
-// pass through it would silently leave the inputs' gradients empty; with this one it fails, naming
-// the operator ("derivative for fractal_ext::... is not implemented").
-TORCH_LIBRARY_IMPL(fractal_ext, Autograd, m) {
-  m.impl("small_batch_linear", torch::autograd::autogradNotImplementedFallback());
-}
+// No derivative (csrc/common/no_derivative.h says why this is registered).
+TORCH_LIBRARY_IMPL(fractal_ext, Autograd, m) { fractal_ext::refuse_derivatives(m, {"small_batch_linear"}); }
