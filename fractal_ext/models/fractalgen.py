@@ -11,6 +11,7 @@ from torch import nn
 
 from fractal_ext.models.ar import AR
 from fractal_ext.models.config import FractalConfig
+from fractal_ext.models.known import KnownPixels, validate_known_pixels
 from fractal_ext.models.mar import MAR
 from fractal_ext.models.pixel_head import PixelLoss
 from fractal_ext.pixels import PIXEL_MEAN, PIXEL_STD, unit_range
@@ -98,7 +99,8 @@ class FractalGen(nn.Module):
     def sample(self, cond_list, num_iter_list, cfg, cfg_schedule, temperature, filter_threshold, fractal_level=0,
                visualize=False, *, generator: torch.Generator | None = None, greedy: bool = False,
                raster_order: bool = False, implementation: str = "fast", precision: str = "fp32",
-               cuda_graphs: bool | None = None, controls: SamplingControls | None = None):
+               cuda_graphs: bool | None = None, controls: SamplingControls | None = None,
+               known: KnownPixels | None = None):
         """Official generation entry point: condition list -> normalised images [B, 3, H, W].
 
         Keyword-only extras: `generator` for every random choice, `greedy` (most likely token
@@ -106,17 +108,23 @@ class FractalGen(nn.Module):
         `implementation`: "fast" (fused operators, fractal_ext.sampler) or "eager" (the plain
         PyTorch modules, the oracle the fast path is tested against); `precision` of the fast path:
         "fp32" (what the eager path computes), "bf16" or "fp16" (autocast); `cuda_graphs` of the
-        fast path: None (on for CUDA), True or False (see FastSampler.sample)."""
+        fast path: None (on for CUDA), True or False (see FastSampler.sample). `known` (editing:
+        KnownPixels of the B images, fractal_ext.editing makes them): the known pixels are kept and
+        the rest is generated around them; an image with every pixel known comes back as it is."""
         if controls is None:
             controls = SamplingControls(generator, greedy, raster_order)
         if fractal_level == 0:
             if implementation == "fast":
                 return self.fast_sampler().sample(cond_list, num_iter_list, cfg, cfg_schedule, temperature,
                                                   filter_threshold, controls, precision=precision,
-                                                  cuda_graphs=cuda_graphs)
+                                                  cuda_graphs=cuda_graphs, known=known)
             if implementation != "eager":
                 raise ValueError(f"implementation must be 'fast' or 'eager', got {implementation!r}")
             validate_sampling_args(self, cond_list, num_iter_list, cfg, cfg_schedule, temperature, filter_threshold)
+            if known is not None:
+                validate_known_pixels(self, known, cond_list, cfg)
+                if bool(known.fully_known().all()):
+                    return known.pixels.clone()
         if fractal_level < self.num_fractal_levels - 2:
             next_level_sample_function = partial(
                 self.next_fractal.sample, num_iter_list=num_iter_list, cfg_schedule="constant",
@@ -126,7 +134,7 @@ class FractalGen(nn.Module):
             next_level_sample_function = self.next_fractal.sample
         return self.generator.sample(
             cond_list, num_iter_list[fractal_level], cfg, cfg_schedule, temperature, filter_threshold,
-            next_level_sample_function, visualize, controls=controls,
+            next_level_sample_function, visualize, controls=controls, known=known,
         )
 
     def set_use_fused_ops(self, enabled: bool = True):

@@ -6,6 +6,7 @@ from torch import nn
 
 from fractal_ext import ops
 from fractal_ext.ops import reference
+from fractal_ext.models.known import KnownPixels, mar_editing_orders, unknown_token_counts
 from fractal_ext.models.layers import ViTBlock, init_linear_and_norm, run_blocks
 from fractal_ext.models.pixel_head import PixelLoss
 from fractal_ext.settings import SamplingControls
@@ -124,22 +125,54 @@ class MAR(nn.Module):
 
     @torch.no_grad()
     def sample(self, cond_list, num_iter, cfg, cfg_schedule, temperature, filter_threshold,
-               next_level_sample_function, visualize=False, controls: SamplingControls | None = None):
+               next_level_sample_function, visualize=False, controls: SamplingControls | None = None,
+               known: KnownPixels | None = None):
+        """cond_list (R = 2n rows with CFG) -> images [n, 3, H, W]. With `known` (editing), tokens
+        whose pixels are all known start unmasked with their true patch; the schedule and the order
+        run over each image's unknown tokens only, so images are generated in groups of the same
+        unknown-token count."""
         controls = controls or SamplingControls()
+        guided = float(cfg) != 1.0
+        bsz = cond_list[0].shape[0] // 2 if guided else cond_list[0].shape[0]
+        if known is None:
+            return self._sample_rows(cond_list, num_iter, cfg, cfg_schedule, temperature, filter_threshold,
+                                     next_level_sample_function, controls, None, self.seq_len)
+        images = known.pixels.clone()  # images with every pixel known stay as they are
+        unknown = unknown_token_counts(known.mask, self.patch_size)
+        for count in sorted(set(unknown.tolist()) - {0}):
+            group = torch.nonzero(unknown == count).flatten()
+            rows = torch.cat([group, group + bsz]) if guided else group
+            images[group] = self._sample_rows(
+                [c[rows] for c in cond_list], num_iter, cfg, cfg_schedule, temperature, filter_threshold,
+                next_level_sample_function, controls, known.rows(group), count,
+            )
+        return images
+
+    def _sample_rows(self, cond_list, num_iter, cfg, cfg_schedule, temperature, filter_threshold,
+                     next_level_sample_function, controls, known, num_unknown):
+        """Images that all have `num_unknown` tokens to generate (all L without `known`)."""
         guided = float(cfg) != 1.0
         device = cond_list[0].device
         bsz = cond_list[0].shape[0] // 2 if guided else cond_list[0].shape[0]
         cond_list = list(cond_list)
         if self.guiding_pixel:
+            # Drawn: an image that reaches here has unknown pixels (a fully known one is not generated).
             pixels = self.guiding_pixel_loss.sample(cond_list, temperature, cfg, filter_threshold, controls)
             cond_list.append(torch.cat([pixels, pixels]) if guided else pixels)
 
         patches = torch.zeros(bsz, self.seq_len, 3 * self.patch_size**2, device=device)
         mask = torch.ones(bsz, self.seq_len, device=device)
-        orders = self.sample_orders(bsz, controls, device)
+        if known is None:
+            orders = self.sample_orders(bsz, controls, device)
+        else:
+            known_patches, pixel_mask = known.tokens(self.patch_size)
+            token_known = pixel_mask.all(dim=-1)
+            patches = torch.where(token_known[..., None], known_patches, patches)
+            mask = (~token_known).float()
+            orders = mar_editing_orders(token_known, controls, self.seq_len)
         rows = torch.arange(bsz, device=device)[:, None]
-        still_masked = self.seq_len
-        for step in mar_schedule(self.seq_len, num_iter, float(cfg), cfg_schedule):
+        still_masked = num_unknown
+        for step in mar_schedule(num_unknown, num_iter, float(cfg), cfg_schedule):
             conds = self.predict(
                 torch.cat([patches, patches]) if guided else patches,
                 torch.cat([mask, mask]) if guided else mask,
@@ -155,9 +188,11 @@ class MAR(nn.Module):
                 cond_next = [torch.cat([c[batch_index, token_index], c[batch_index + bsz, token_index]]) for c in conds]
             else:
                 cond_next = [c[batch_index, token_index] for c in conds]
+            next_known = None if known is None else known.of_tokens(
+                known_patches[batch_index, token_index], pixel_mask[batch_index, token_index], self.patch_size)
             sampled = next_level_sample_function(
                 cond_list=cond_next, cfg=step.cfg, temperature=temperature,
-                filter_threshold=filter_threshold, controls=controls,
+                filter_threshold=filter_threshold, controls=controls, known=next_known,
             )
             patches[batch_index, token_index] = sampled.reshape(token_index.shape[0], -1).to(patches.dtype)
             mask[batch_index, token_index] = 0.0

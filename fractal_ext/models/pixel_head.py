@@ -94,8 +94,10 @@ class PixelLoss(nn.Module):
         return (losses[0] + losses[1] + losses[2]) / 3
 
     @torch.no_grad()
-    def sample(self, cond_list, temperature, cfg, filter_threshold=0, controls: SamplingControls | None = None):
-        """cond_list[0] [R, c_channels] (R = 2n with CFG: conditional rows first) -> pixels [n, 3]."""
+    def sample(self, cond_list, temperature, cfg, filter_threshold=0, controls: SamplingControls | None = None,
+               known=None):
+        """cond_list[0] [R, c_channels] (R = 2n with CFG: conditional rows first) -> pixels [n, 3].
+        `known` (editing: KnownPixels of n 1x1 images): a known pixel is copied, not drawn."""
         controls = controls or SamplingControls()
         cond = cond_list[0]
         guided = float(cfg) != 1.0
@@ -111,4 +113,6 @@ class PixelLoss(nn.Module):
             # Both halves of a CFG pair continue with the same drawn value.
             tokens[:, channel] = ids.repeat(2) if guided else ids
             pixels[:, channel] = values
+        if known is not None:
+            pixels = torch.where(known.mask.reshape(rows, 1), known.pixels.reshape(rows, NUM_CHANNELS), pixels)
         return pixels

@@ -21,8 +21,12 @@ class FastAR:
         self.workspace = workspace
         self.scale = 1.0 / math.sqrt(generator.head_dim)
 
-    def sample(self, conds: torch.Tensor, cfg: float, cfg_schedule: str, run: SamplingRun) -> torch.Tensor:
-        """conds [K, R, C] (AR uses the first) -> images [n, 3, H, W] of this level."""
+    def sample(self, conds: torch.Tensor, cfg, cfg_schedule: str, run: SamplingRun, known=None) -> torch.Tensor:
+        """conds [K, R, C] (AR uses the first) -> images [n, 3, H, W] of this level. `cfg`: one
+        scale, or one per image ([n], below level 0 in editing runs). `known` (editing): every
+        row's patch at a step goes to the next level with its known pixels (a fully known one
+        comes back as it is); a position known in every row the level can be given is
+        teacher-forced without calling the next level."""
         gen = self.gen
         cond = conds[0]
         rows = cond.shape[0]
@@ -31,9 +35,22 @@ class FastAR:
         pos = gen.pos_embed_learned[0]
         token = layer_norm(gen.cond_emb(cond) + pos[0], gen.patch_emb_ln)  # position 0: the condition
         blocks, caches = self.blocks_and_caches(token, run)
-        for step, cfg_step in enumerate(ar_cfg_schedule(gen.seq_len, float(cfg), cfg_schedule)):
+        if isinstance(cfg, torch.Tensor):  # per image: only below level 0, where the schedule is constant
+            cfg_steps = [cfg] * gen.seq_len
+        else:
+            cfg_steps = ar_cfg_schedule(gen.seq_len, float(cfg), cfg_schedule)
+        if known is not None:
+            known_patches, pixel_mask = known.tokens(gen.patch_size)
+            teacher_forced = run.editing.levels[self.level].always_known
+        for step, cfg_step in enumerate(cfg_steps):
             out = self.decode(token, step, blocks, caches, run)
-            patch = self.next_level.sample(out.unsqueeze(0), cfg_step, "constant", run)
+            if known is None:
+                patch = self.next_level.sample(out.unsqueeze(0), cfg_step, "constant", run)
+            elif step in teacher_forced:
+                patch = known_patches[:, step].to(patches.dtype)
+            else:
+                patch = self.next_level.sample(out.unsqueeze(0), cfg_step, "constant", run,
+                                               known.of_tokens(known_patches[:, step], pixel_mask[:, step], gen.patch_size))
             patch = patch.reshape(n, -1)
             patches[:, step] = patch
             if step + 1 < gen.seq_len:

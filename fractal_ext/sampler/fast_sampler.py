@@ -3,11 +3,12 @@ import torch
 
 from fractal_ext.models.ar import AR
 from fractal_ext.models.fractalgen import FractalGen
+from fractal_ext.models.known import KnownPixels, validate_known_pixels
 from fractal_ext.sampler.ar import FastAR
 from fractal_ext.sampler.graphs import StepGraphs
 from fractal_ext.sampler.mar import FastMAR
 from fractal_ext.sampler.pixel_head import FastPixelHead
-from fractal_ext.sampler.plan import ComputePaths, SamplingRun, choose_paths
+from fractal_ext.sampler.plan import ComputePaths, EditingPlan, SamplingRun, choose_paths
 from fractal_ext.sampler.workspace import Workspace
 from fractal_ext.settings import AUTOCAST_DTYPES, SamplingControls, validate_sampling_args
 
@@ -18,8 +19,8 @@ class PixelHeadLevel:
     def __init__(self, head, workspace):
         self.head = FastPixelHead(head, workspace)
 
-    def sample(self, conds, cfg, cfg_schedule, run):
-        return self.head.sample(conds[0], cfg, run)
+    def sample(self, conds, cfg, cfg_schedule, run, known=None):
+        return self.head.sample(conds[0], cfg, run, known)
 
 
 class FastSampler:
@@ -41,17 +42,25 @@ class FastSampler:
     @torch.no_grad()
     def sample(self, cond_list, num_iter_list, cfg, cfg_schedule, temperature, filter_threshold,
                controls: SamplingControls | None = None, on_top_level_step=None, precision: str = "fp32",
-               cuda_graphs: bool | None = None, paths: ComputePaths | None = None) -> torch.Tensor:
+               cuda_graphs: bool | None = None, paths: ComputePaths | None = None,
+               known: KnownPixels | None = None) -> torch.Tensor:
         """`precision`: "fp32" computes what the eager path computes; "bf16" / "fp16" run the
         matmuls under autocast (as the official code does on GPU), keeping the fp32 islands of the
         modules (RMSNorm, MAR attention logits, output logits, sampling). `cuda_graphs`: replay
         the AR levels' token steps, the MAR levels' passes and the pixel heads' channel steps as
         CUDA graphs (None: on for CUDA when this build has the CUDA kernels). `paths`: the
         implementations to take (default: chosen from the device, precision and cuda_graphs;
-        tests pass others to run a GPU's path on the CPU)."""
+        tests pass others to run a GPU's path on the CPU). `known`: an editing run (see
+        FractalGen.sample); the mask is read on the host once, here, before any step."""
         validate_sampling_args(self.model, cond_list, num_iter_list, cfg, cfg_schedule, temperature, filter_threshold)
         if precision not in AUTOCAST_DTYPES:
             raise ValueError(f"precision must be one of {sorted(AUTOCAST_DTYPES)}, got {precision!r}")
+        editing = None
+        if known is not None:
+            validate_known_pixels(self.model, known, cond_list, cfg)
+            editing = EditingPlan.from_mask(known.mask, self.model.config.img_size_list)
+            if not any(editing.top_level_counts):
+                return known.pixels.clone()  # every pixel known: nothing to generate
         conds = torch.stack(list(cond_list[: self.model.config.num_conds]))
         paths = paths or choose_paths(conds.device, precision, cuda_graphs)
         graphs = StepGraphs(paths.step_graph)
@@ -59,11 +68,12 @@ class FastSampler:
             num_iter_list=tuple(int(n) for n in num_iter_list), temperature=float(temperature),
             filter_threshold=float(filter_threshold), controls=controls or SamplingControls(),
             guided=float(cfg) != 1.0, paths=paths, on_top_level_step=on_top_level_step, graphs=graphs,
+            editing=editing,
         )
         dtype = AUTOCAST_DTYPES[precision]
         # Autocast frees its cache of cast weights when the context exits: a recorded graph must
         # not point into it, so with graphs the casts happen inside each step.
         with torch.autocast(device_type=conds.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None,
                             cache_enabled=not graphs.enabled):
-            images = self.top_level.sample(conds, float(cfg), cfg_schedule, run)
+            images = self.top_level.sample(conds, float(cfg), cfg_schedule, run, known)
         return images.float()

@@ -20,12 +20,17 @@ class FastPixelHead:
         self.num_heads = first.num_heads if first else 1
         self.head_dim = head.ln.normalized_shape[0] // self.num_heads
 
-    def sample(self, cond: torch.Tensor, cfg: float, run: SamplingRun) -> torch.Tensor:
-        """cond [R, c_channels] (R = 2n with guidance, conditional rows first) -> pixels [n, 3]."""
+    def sample(self, cond: torch.Tensor, cfg, run: SamplingRun, known=None) -> torch.Tensor:
+        """cond [R, c_channels] (R = 2n with guidance, conditional rows first) -> pixels [n, 3].
+        `cfg`: one scale, or one per image ([n], editing runs). `known` (editing: KnownPixels of
+        n 1x1 images): a known pixel is copied; its draw, made with the others (fixed shapes), is
+        dropped."""
         head = self.head
         rows = cond.shape[0]
         n = rows // 2 if run.guided else rows
-        cfg_rows = torch.full((n,), float(cfg), device=cond.device) if run.guided else None
+        cfg_rows = None
+        if run.guided:
+            cfg_rows = cfg.float() if isinstance(cfg, torch.Tensor) else torch.full((n,), float(cfg), device=cond.device)
         pixels = torch.empty(n, NUM_CHANNELS, device=cond.device)
         token = F.linear(cond, head.cond_proj.weight, head.cond_proj.bias)
         blocks = [(vit_block_weights(block), block.attn.scale) for block in head.blocks]
@@ -55,4 +60,6 @@ class FastPixelHead:
             pixels[:, channel] = values
             if channel + 1 < NUM_CHANNELS:
                 token = F.embedding(torch.cat([ids, ids]) if run.guided else ids, head.codebooks[channel].weight)
+        if known is not None:
+            pixels = torch.where(known.mask.reshape(n, 1), known.pixels.reshape(n, NUM_CHANNELS), pixels)
         return pixels

@@ -5,6 +5,7 @@ from typing import Callable
 
 import torch
 
+from fractal_ext.models.known import LevelUnknowns, level_unknowns, unknown_token_counts
 from fractal_ext.sampler.bidirectional import onednn_linear_available
 from fractal_ext.sampler.graphs import CudaStepGraph, StepGraphs, graph_safe_on_cuda
 from fractal_ext.settings import SamplingControls
@@ -63,6 +64,23 @@ def choose_paths(device: torch.device, precision: str, cuda_graphs: bool | None)
 
 
 @dataclass(frozen=True)
+class EditingPlan:
+    """What an editing run's levels know on the host, from the user's mask (read once, before the
+    first step): per generator level the LevelUnknowns of the rows it may be given, and at level 0
+    each image's number of unknown tokens."""
+
+    levels: tuple[LevelUnknowns, ...]
+    top_level_counts: tuple[int, ...]
+
+    @staticmethod
+    def from_mask(mask: torch.Tensor, img_size_list) -> "EditingPlan":
+        mask = mask.cpu()
+        sizes = tuple(img_size_list)
+        return EditingPlan(tuple(level_unknowns(mask, a, b) for a, b in zip(sizes, sizes[1:])),
+                           tuple(unknown_token_counts(mask, sizes[1]).tolist()))
+
+
+@dataclass(frozen=True)
 class SamplingRun:
     num_iter_list: tuple
     temperature: float
@@ -73,3 +91,4 @@ class SamplingRun:
     on_top_level_step: Callable[[], None] | None = None  # progress callback of level 0
     graphs: StepGraphs = field(default_factory=StepGraphs)  # the run's replayed steps, by key
     prepared: dict = field(default_factory=dict)  # derived once per run (reordered weights), by key
+    editing: EditingPlan | None = None  # an editing run's host-side knowledge of the mask
