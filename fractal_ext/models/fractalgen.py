@@ -216,3 +216,7 @@ class FractalGen(nn.Module):
         if float(cfg) != 1.0:
             cond = torch.cat([cond, self.fake_latent.expand(labels.shape[0], -1)])
         return [cond] * self.config.num_conds
+
+    def unconditional_cond_list(self, count: int) -> list[torch.Tensor]:
+        """Level-0 condition list of `count` unconditional images (the `fake_latent` row; no guidance)."""
+        return [self.fake_latent.expand(count, -1)] * self.config.num_conds

@@ -113,7 +113,7 @@ class MarEditingSchedule:
         remaining = torch.zeros(seq_len + 1, num_steps + 1, dtype=torch.long)
         cfg_table = torch.full((seq_len + 1, num_steps), float(cfg))
         slots = [0] * num_steps
-        for unknown in range(1, seq_len + 1):
+        for unknown in range(1, max(counts) + 1):  # no row has more (LevelUnknowns lists every count)
             left = unknown
             for k, step in enumerate(mar_schedule(unknown, num_iter, cfg, cfg_schedule)):
                 remaining[unknown, k] = left

@@ -2,6 +2,7 @@
 import torch
 
 from fractal_ext.models import FractalGen, default_sampling_settings
+from fractal_ext.models.known import KnownPixels
 from fractal_ext.pixels import to_uint8
 from fractal_ext.settings import SamplingControls
 
@@ -10,8 +11,12 @@ from fractal_ext.settings import SamplingControls
 def generate(model: FractalGen, labels, *, batch_size: int = 16, output: str = "uint8",
              generator: torch.Generator | None = None, greedy: bool = False, raster_order: bool = False,
              implementation: str = "fast", precision: str = "fp32", cuda_graphs: bool | None = None,
-             progress: bool = False, **settings) -> torch.Tensor:
+             progress: bool = False, known: KnownPixels | None = None, **settings) -> torch.Tensor:
     """Class labels -> images, in chunks of `batch_size` labels (CFG doubles each chunk's rows).
+
+    `labels` None: unconditional images (the `fake_latent` condition, no guidance), as many as
+    `known` holds. `known` (editing, fractal_ext.editing.complete builds it): one image's known
+    pixels per label; they are kept and the rest is generated around them.
 
     `settings` override the model's defaults (`num_iter_list`, `cfg`, `cfg_schedule`,
     `temperature`, `filter_threshold`). `output`: "uint8" -> [B, H, W, 3] uint8, "normalised" ->
@@ -29,25 +34,41 @@ def generate(model: FractalGen, labels, *, batch_size: int = 16, output: str = "
     if unknown:
         raise ValueError(f"unknown sampling settings: {sorted(unknown)}")
     device = next(model.parameters()).device
-    labels = torch.as_tensor(labels, device=device)
-    if labels.shape == (0,):  # an empty list arrives as float32
-        labels = labels.long()
     args = {**default_sampling_settings(model), **settings}
+    if labels is None:
+        if known is None:
+            raise ValueError("labels=None (unconditional) needs `known`, which says how many images")
+        if float(args["cfg"]) != 1.0 and "cfg" in settings:
+            raise ValueError(f"unconditional images have no guidance: cfg must be 1.0, got {args['cfg']}")
+        args["cfg"] = 1.0
+        count = known.pixels.shape[0]
+    else:
+        labels = torch.as_tensor(labels, device=device)
+        if labels.shape == (0,):  # an empty list arrives as float32
+            labels = labels.long()
+        model.check_labels(labels)
+        count = labels.shape[0]
+    if known is not None and known.pixels.shape[0] != count:
+        raise ValueError(f"known holds {known.pixels.shape[0]} images for {count} labels")
     controls = SamplingControls(generator, greedy, raster_order)
-    chunks = labels.split(batch_size) if labels.numel() else ()
+    chunks = [slice(start, start + batch_size) for start in range(0, count, batch_size)]
     bar = _progress_bar(model, args, len(chunks)) if progress else None
     images = []
     for chunk in chunks:
-        cond_list = model.build_cond_list(chunk, args["cfg"])
+        if labels is None:
+            cond_list = model.unconditional_cond_list(len(range(count)[chunk]))
+        else:
+            cond_list = model.build_cond_list(labels[chunk], args["cfg"])
+        known_chunk = None if known is None else KnownPixels(known.pixels[chunk], known.mask[chunk])
         if implementation == "fast":
             images.append(model.fast_sampler().sample(
                 cond_list, args["num_iter_list"], args["cfg"], args["cfg_schedule"], args["temperature"],
                 args["filter_threshold"], controls, on_top_level_step=bar.update if bar else None,
-                precision=precision, cuda_graphs=cuda_graphs))
+                precision=precision, cuda_graphs=cuda_graphs, known=known_chunk))
         else:
             images.append(model.sample(cond_list, args["num_iter_list"], args["cfg"], args["cfg_schedule"],
                                        args["temperature"], args["filter_threshold"], controls=controls,
-                                       implementation=implementation))
+                                       implementation=implementation, known=known_chunk))
             if bar:
                 bar.update(_top_level_steps(model, args))
     if bar:
