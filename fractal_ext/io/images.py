@@ -1,9 +1,10 @@
-"""Writing sampled images: PNG grids and one PNG per image (uint8 [.., H, W, 3], as
-fractal_ext.sampler.generate returns them). Every file is written atomically; its format comes from
-its extension, checked before any work by `image_format`."""
+"""Image files: sampled images written as PNG grids and one PNG per image (uint8 [.., H, W, 3], as
+fractal_ext.sampler.generate returns them), and the images and masks an edit reads. Every file is
+written atomically; its format comes from its extension, checked before any work by `image_format`."""
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from fractal_ext.io.atomic import write_atomically
@@ -74,3 +75,34 @@ def save_samples(images_hwc: torch.Tensor, labels, output_dir, columns: int | No
     for index, (image, label) in enumerate(zip(images_hwc, labels)):
         save_png(image, output_dir / f"image_{index:04d}_class_{int(label)}.png")
     return save_png(image_grid(images_hwc, columns), output_dir / "grid.png")
+
+
+def read_image(path) -> torch.Tensor:
+    """An RGB or greyscale image file -> uint8 [H, W, 3] (grey replicated into the three channels,
+    as the Fashion-MNIST data is); other modes (alpha, 16-bit, CMYK) are refused."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+            if mode == "P" and "transparency" not in image.info:
+                image, mode = image.convert("RGB"), "RGB"
+            if mode not in ("RGB", "L"):
+                raise ValueError(f"{path}: an RGB or greyscale image is needed, got mode {mode} (convert it first)")
+            pixels = torch.from_numpy(np.array(image.convert("RGB")))
+    except UnidentifiedImageError:
+        raise ValueError(f"{path}: not an image file Pillow reads") from None
+    return pixels
+
+
+def read_binary_mask(path) -> torch.Tensor:
+    """A black-and-white image file -> bool [H, W], True where it is white. Every pixel must be
+    black (0) or white (255) in every channel: anything else is refused, not thresholded."""
+    pixels = read_image(path)
+    if not bool((pixels == pixels[..., :1]).all()):
+        raise ValueError(f"{path}: a mask must be black and white, got coloured pixels")
+    grey = pixels[..., 0]
+    if not bool(((grey == 0) | (grey == 255)).all()):
+        values = sorted(set(grey.unique().tolist()) - {0, 255})[:5]
+        raise ValueError(f"{path}: a mask must hold only black (0) and white (255) pixels, got also {values}")
+    return grey == 255
