@@ -106,7 +106,8 @@ class AR(nn.Module):
                     generated = next_level_sample_function(
                         cond_list=[cond_next[rows]], cfg=cfg_per_step[step], temperature=temperature,
                         filter_threshold=filter_threshold, controls=controls,
-                        known=known.of_tokens(known_patches[todo, step], pixel_mask[todo, step], self.patch_size),
+                        known=KnownPixels.from_tokens(known_patches[todo, step], pixel_mask[todo, step],
+                                                      self.patch_size),
                     )
                     next_patch[todo] = generated.reshape(todo.shape[0], -1)
             patches[:, step] = next_patch

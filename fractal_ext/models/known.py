@@ -40,8 +40,10 @@ class KnownPixels:
         """[n] bool: every pixel of the image is known."""
         return self.mask.flatten(1).all(dim=1)
 
-    def of_tokens(self, patches: torch.Tensor, pixel_mask: torch.Tensor, patch_size: int) -> "KnownPixels":
-        """The known pixels of m tokens, given their rows of `tokens()` ([m, 3 p^2], [m, p^2])."""
+    @staticmethod
+    def from_tokens(patches: torch.Tensor, pixel_mask: torch.Tensor, patch_size: int) -> "KnownPixels":
+        """The known pixels of m tokens (the images of the next level), given their rows of
+        `tokens()` ([m, 3 p^2], [m, p^2])."""
         m, p = patches.shape[0], patch_size
         return KnownPixels(patches.reshape(m, 3, p, p), pixel_mask.reshape(m, p, p))
 
@@ -152,3 +154,5 @@ def validate_known_pixels(model, known: KnownPixels, cond_list, cfg) -> None:
             and tuple(mask.shape) == (images, size, size)):
         raise ValueError(f"known.mask must be bool [{images}, {size}, {size}] on {device}, got "
                          f"{getattr(mask, 'dtype', type(mask).__name__)} {tuple(getattr(mask, 'shape', ()))}")
+    if not bool(torch.isfinite(pixels[mask[:, None].expand_as(pixels)]).all()):
+        raise ValueError("known.pixels holds NaN or infinite values where the mask says known")

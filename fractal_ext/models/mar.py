@@ -188,7 +188,7 @@ class MAR(nn.Module):
                 cond_next = [torch.cat([c[batch_index, token_index], c[batch_index + bsz, token_index]]) for c in conds]
             else:
                 cond_next = [c[batch_index, token_index] for c in conds]
-            next_known = None if known is None else known.of_tokens(
+            next_known = None if known is None else KnownPixels.from_tokens(
                 known_patches[batch_index, token_index], pixel_mask[batch_index, token_index], self.patch_size)
             sampled = next_level_sample_function(
                 cond_list=cond_next, cfg=step.cfg, temperature=temperature,

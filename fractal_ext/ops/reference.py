@@ -139,9 +139,10 @@ def rms_norm(x, weight, eps):
 
 
 def rotate_pairs(x, rope):
-    """x [..., head_dim] with consecutive pairs rotated by rope [head_dim/2, 2] (cos, sin), in fp32."""
+    """x [..., head_dim] with consecutive pairs rotated by rope [..., head_dim/2, 2] (cos, sin,
+    broadcast against x's leading dims), in fp32."""
     pairs = x.float().unflatten(-1, (-1, 2))
-    cos, sin = rope[:, 0], rope[:, 1]
+    cos, sin = rope[..., 0], rope[..., 1]
     first, second = pairs[..., 0], pairs[..., 1]
     return torch.stack([first * cos - second * sin, second * cos + first * sin], dim=-1).flatten(-2).to(x.dtype)
 
@@ -150,12 +151,20 @@ def llama_block_step(x, attention_norm_weight, wqkv, wo, ffn_norm_weight, w1, w2
                      cache_seqlens, norm_eps, scale, *, attention=kv_cache_attention):
     """One decoding step of a LLaMA block, x [R, D] -> [R, D]; `attention` is the KV-cache
     attention to use (the fused operator when this composes the step on CUDA or under autocast)."""
-    rows, dim = x.shape
+    return llama_block_positions(x[:, None], attention_norm_weight, wqkv, wo, ffn_norm_weight, w1, w2, w3, rope[None],
+                                 k_cache, v_cache, cache_seqlens, norm_eps, scale, attention=attention)[:, 0]
+
+
+def llama_block_positions(x, attention_norm_weight, wqkv, wo, ffn_norm_weight, w1, w2, w3, rope, k_cache, v_cache,
+                          cache_seqlens, norm_eps, scale, *, attention=kv_cache_attention):
+    """llama_block_step over T consecutive positions at once, x [R, T, D], rope [T, head_dim/2, 2]
+    -> [R, T, D]; the caches get the T positions from cache_seqlens on (each attends causally)."""
+    rows, new_len, dim = x.shape
     heads = k_cache.shape[1]
-    qkv = F.linear(rms_norm(x, attention_norm_weight, norm_eps), wqkv).view(rows, 1, 3, heads, dim // heads)
-    q, k = rotate_pairs(qkv[:, :, :2], rope).unbind(2)
+    qkv = F.linear(rms_norm(x, attention_norm_weight, norm_eps), wqkv).view(rows, new_len, 3, heads, dim // heads)
+    q, k = rotate_pairs(qkv[:, :, :2], rope[:, None, None]).unbind(2)
     attended = attention(q, k, qkv[:, :, 2], k_cache, v_cache, cache_seqlens, scale)
-    x = x + F.linear(attended.reshape(rows, dim), wo)
+    x = x + F.linear(attended.reshape(rows, new_len, dim), wo)
     h = rms_norm(x, ffn_norm_weight, norm_eps)
     return x + F.linear(F.silu(F.linear(h, w1)) * F.linear(h, w3), w2)
 

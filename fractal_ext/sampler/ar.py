@@ -6,8 +6,11 @@ import torch
 
 from fractal_ext import ops
 from fractal_ext.models.ar import AR
+from fractal_ext.models.known import KnownPixels
 from fractal_ext.models.schedules import ar_cfg_schedule
-from fractal_ext.sampler.decode import layer_norm, llama_block_decode, llama_block_weights, matmul_dtype
+from fractal_ext.ops import reference
+from fractal_ext.sampler.decode import (attention_on_caches, layer_norm, llama_block_decode, llama_block_weights,
+                                          matmul_dtype)
 from fractal_ext.sampler.graphs import buffers_key
 from fractal_ext.sampler.plan import SamplingRun
 from fractal_ext.sampler.workspace import Workspace
@@ -42,15 +45,24 @@ class FastAR:
         if known is not None:
             known_patches, pixel_mask = known.tokens(gen.patch_size)
             teacher_forced = run.editing.levels[self.level].always_known
-        for step, cfg_step in enumerate(cfg_steps):
+        step = 0
+        while step < gen.seq_len:
+            if known is not None and step in teacher_forced:
+                end = step
+                while end < gen.seq_len and end in teacher_forced:
+                    end += 1
+                patches[:, step:end] = known_patches[:, step:end].to(patches.dtype)
+                if end < gen.seq_len:
+                    token = self.teacher_force(token, step, end, patches, blocks, caches, run)
+                if self.level == 0 and run.on_top_level_step:
+                    for _ in range(end - step):
+                        run.on_top_level_step()
+                step = end
+                continue
             out = self.decode(token, step, blocks, caches, run)
-            if known is None:
-                patch = self.next_level.sample(out.unsqueeze(0), cfg_step, "constant", run)
-            elif step in teacher_forced:
-                patch = known_patches[:, step].to(patches.dtype)
-            else:
-                patch = self.next_level.sample(out.unsqueeze(0), cfg_step, "constant", run,
-                                               known.of_tokens(known_patches[:, step], pixel_mask[:, step], gen.patch_size))
+            next_known = None if known is None else KnownPixels.from_tokens(
+                known_patches[:, step], pixel_mask[:, step], gen.patch_size)
+            patch = self.next_level.sample(out.unsqueeze(0), cfg_steps[step], "constant", run, next_known)
             patch = patch.reshape(n, -1)
             patches[:, step] = patch
             if step + 1 < gen.seq_len:
@@ -58,6 +70,7 @@ class FastAR:
                 token = layer_norm(gen.patch_emb(both_halves) + pos[step + 1], gen.patch_emb_ln)
             if self.level == 0 and run.on_top_level_step:
                 run.on_top_level_step()
+            step += 1
         return ops.unpatchify(patches, gen.patch_size)
 
     def blocks_and_caches(self, token, run: SamplingRun):
@@ -70,6 +83,26 @@ class FastAR:
             for index in range(len(blocks))
         ]
         return blocks, caches
+
+    def teacher_force(self, token, start: int, end: int, patches, blocks, caches, run: SamplingRun):
+        """Positions [start, end) hold known patches in every row (`patches` has them), and an
+        unknown one follows: one causal pass over their inputs (`token`, then the patches
+        start..end-2) fills the caches, instead of one step per position whose output would only
+        predict a known token. -> the input token of position `end`."""
+        gen = self.gen
+        pos = gen.pos_embed_learned[0]
+
+        def embedded(patch, positions):
+            return layer_norm(gen.patch_emb(torch.cat([patch, patch]) if run.guided else patch) + positions,
+                              gen.patch_emb_ln)
+
+        x = torch.cat([token[:, None], embedded(patches[:, start : end - 1], pos[start + 1 : end])], dim=1)
+        rope = gen.rope_table[start:end]
+        positions = self.workspace.positions(start, x.shape[0], x.device)
+        for (weights, eps), block_caches in zip(blocks, caches):
+            x = reference.llama_block_positions(x, *weights, rope, *block_caches, positions, eps, self.scale,
+                                                attention=attention_on_caches)
+        return embedded(patches[:, end - 1], pos[end])
 
     def decode(self, token, position: int, blocks, caches, run: SamplingRun):
         """token [R, D] at sequence `position` -> its output [R, D], caches extended by one."""

@@ -7,7 +7,7 @@ from functools import partial
 import torch
 
 from fractal_ext import ops
-from fractal_ext.models.known import MarEditingSchedule, mar_editing_orders
+from fractal_ext.models.known import KnownPixels, MarEditingSchedule, mar_editing_orders
 from fractal_ext.models.mar import MAR
 from fractal_ext.models.schedules import mar_schedule
 from fractal_ext.ops.reference import grid_side
@@ -83,7 +83,7 @@ class FastMAR:
                 next_mask = pixel_mask[batch_index, token_index]
                 if valid is not None:  # a padding row is fully known: the next level generates nothing for it
                     next_mask = next_mask | ~valid.reshape(-1, 1)
-                next_known = known.of_tokens(known_patches[batch_index, token_index], next_mask, gen.patch_size)
+                next_known = KnownPixels.from_tokens(known_patches[batch_index, token_index], next_mask, gen.patch_size)
             next_cfg = step_cfg[batch_index] if isinstance(step_cfg, torch.Tensor) else step_cfg
             sampled = self.next_level.sample(gathered, next_cfg, "constant", run, next_known)
             write_index = positions.reshape(-1)  # padding rows write the spare slot

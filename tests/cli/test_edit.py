@@ -2,7 +2,6 @@
 known pixels kept, and bad input refused with a message and exit status 2 before any sampling."""
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from fractal_ext.cli import edit

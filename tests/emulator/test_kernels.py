@@ -356,6 +356,18 @@ def test_greedy_samples_of_the_cuda_path_on_emulated_kernels_are_exact(name, emu
     assert torch.equal(to_uint8(images), reference_tensors(name)["out.greedy_raster_sample_u8"])
 
 
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_greedy_completions_of_the_cuda_path_on_emulated_kernels_equal_the_eager_oracle(name, emulator):
+    # Editing: per-image masks cutting tokens at every level (padded steps, per-image schedules).
+    from editing_cases import complete_tiny, random_masks
+
+    mask = random_masks(3, 16, seed=8)
+    with cuda_kernels_behind_the_cpu_operators(emulator):
+        emulated, _ = complete_tiny(name, mask, paths=the_cuda_path())
+    eager, _ = complete_tiny(name, mask, implementation="eager")
+    assert torch.equal(emulated, eager)
+
+
 def test_head_dims_the_cuda_kernel_lacks_are_padded(emulator):
     # AR levels of head dim 12 and a pixel head of head dim 4 (a custom model): the CUDA attention
     # kernel takes multiples of 8, so on CUDA the caches get zero columns up to 8 and 16.
