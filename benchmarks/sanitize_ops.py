@@ -66,9 +66,9 @@ def cfg_filter_sample(device):
             misaligned = torch.randn(2 * rows, vocab + 1, device=device, dtype=dtype)[:, 1:]
             cfg = torch.full((rows,), 3.0, device=device)
             for greedy in (False, True):
-                ops.cfg_filter_sample(logits, cfg, 1.05, 1e-3, 1, greedy, g)
-                ops.cfg_filter_sample(misaligned, cfg, 1.05, 1e-3, 0, greedy, g)
-                ops.cfg_filter_sample(logits[:rows], None, 1.0, 0.0, 2, greedy, g)
+                ops.cfg_filter_sample(logits, cfg, 1.05, 1e-3, 0.456, 0.224, greedy, g)
+                ops.cfg_filter_sample(misaligned, cfg, 1.05, 1e-3, 0.485, 0.229, greedy, g)
+                ops.cfg_filter_sample(logits[:rows], None, 1.0, 0.0, 0.5, 0.5, greedy, g)
 
 
 OPS = {"patchify_gather": patchify_and_gather, "kv_cache_attention": kv_cache_attention,

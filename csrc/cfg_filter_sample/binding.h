@@ -22,7 +22,7 @@ namespace fractal_ext {
 
 // Checks the arguments of either entry point; returns n, the number of draws.
 inline int64_t check_cfg_filter_sample_args(const at::Tensor& logits, const std::optional<at::Tensor>& cfg_opt,
-                                            double temperature, int64_t channel) {
+                                            double temperature, double pixel_mean, double pixel_std) {
   constexpr const char* op = "cfg_filter_sample";
   TORCH_CHECK(logits.dim() == 2, op, ": logits must have 2 dimensions [rows, vocab], got shape ",
               logits.sizes());
@@ -34,7 +34,8 @@ inline int64_t check_cfg_filter_sample_args(const at::Tensor& logits, const std:
               logits.strides());
   TORCH_CHECK(std::isfinite(temperature) && temperature > 0.0, op, ": temperature must be > 0, got ",
               temperature);
-  TORCH_CHECK(channel >= 0 && channel <= 2, op, ": channel must be 0, 1 or 2 (R, G, B), got ", channel);
+  TORCH_CHECK(std::isfinite(pixel_mean), op, ": pixel_mean must be finite, got ", pixel_mean);
+  TORCH_CHECK(std::isfinite(pixel_std) && pixel_std > 0.0, op, ": pixel_std must be finite and > 0, got ", pixel_std);
   if (!cfg_opt.has_value()) return logits.size(0);
   const at::Tensor& cfg = *cfg_opt;
   TORCH_CHECK(logits.size(0) % 2 == 0, op,
@@ -50,7 +51,8 @@ inline int64_t check_cfg_filter_sample_args(const at::Tensor& logits, const std:
 
 inline sampling::CfgFilterSampleParams make_cfg_filter_sample_params(
     const at::Tensor& logits, const std::optional<at::Tensor>& cfg, double temperature, double filter_threshold,
-    int64_t channel, bool greedy, int64_t rows, const at::Tensor& tokens, const at::Tensor& values) {
+    double pixel_mean, double pixel_std, bool greedy, int64_t rows, const at::Tensor& tokens,
+    const at::Tensor& values) {
   sampling::CfgFilterSampleParams p{};
   p.logits = logits.data_ptr();
   p.logits_row_stride = logits.size(0) > 1 ? logits.stride(0) : logits.size(1);
@@ -60,8 +62,9 @@ inline sampling::CfgFilterSampleParams make_cfg_filter_sample_params(
   p.vocab = logits.size(1);
   p.temperature = static_cast<float>(temperature);
   p.filter_threshold = static_cast<float>(filter_threshold);
-  p.pixel_mean = sampling::kPixelMean[channel];
-  p.pixel_std = sampling::kPixelStd[channel];
+  // Rounded to float32 first, as the official code holds its mean and std in float32 tensors.
+  p.pixel_mean = static_cast<float>(pixel_mean);
+  p.pixel_std = static_cast<float>(pixel_std);
   p.greedy = greedy;
   p.vector_loads = false;
   p.seed = 0;

@@ -190,16 +190,18 @@ void run_rows(const CfgFilterSampleParams& p) {
 }
 
 std::tuple<at::Tensor, at::Tensor> cfg_filter_sample_cpu(const at::Tensor& logits, const std::optional<at::Tensor>& cfg,
-                                                         double temperature, double filter_threshold, int64_t channel,
-                                                         bool greedy, std::optional<at::Generator> generator) {
-  const int64_t rows = check_cfg_filter_sample_args(logits, cfg, temperature, channel);
+                                                         double temperature, double filter_threshold, double pixel_mean,
+                                                         double pixel_std, bool greedy,
+                                                         std::optional<at::Generator> generator) {
+  const int64_t rows = check_cfg_filter_sample_args(logits, cfg, temperature, pixel_mean, pixel_std);
   TORCH_CHECK(logits.device().is_cpu(), "cfg_filter_sample: logits must be a CPU tensor here, got ",
               logits.device());
   at::Tensor tokens = at::empty({rows}, logits.options().dtype(at::kLong));
   at::Tensor values = at::empty({rows}, logits.options().dtype(at::kFloat));
   if (rows == 0) return {tokens, values};
   CfgFilterSampleParams p =
-      make_cfg_filter_sample_params(logits, cfg, temperature, filter_threshold, channel, greedy, rows, tokens, values);
+      make_cfg_filter_sample_params(logits, cfg, temperature, filter_threshold, pixel_mean, pixel_std,
+                                                          greedy, rows, tokens, values);
   if (!greedy) {
     auto* gen = at::get_generator_or_default<at::CPUGeneratorImpl>(generator, at::detail::getDefaultCPUGenerator());
     std::lock_guard<std::mutex> lock(gen->mutex_);

@@ -30,16 +30,18 @@ __global__ void __launch_bounds__(sampling::kWarpsPerBlock * sampling::kWarpSize
 
 std::tuple<at::Tensor, at::Tensor> cfg_filter_sample_cuda(const at::Tensor& logits,
                                                           const std::optional<at::Tensor>& cfg, double temperature,
-                                                          double filter_threshold, int64_t channel, bool greedy,
+                                                          double filter_threshold, double pixel_mean,
+                                                          double pixel_std, bool greedy,
                                                           std::optional<at::Generator> generator) {
-  const int64_t rows = check_cfg_filter_sample_args(logits, cfg, temperature, channel);
+  const int64_t rows = check_cfg_filter_sample_args(logits, cfg, temperature, pixel_mean, pixel_std);
   TORCH_CHECK(logits.is_cuda(), "cfg_filter_sample: logits must be a CUDA tensor here, got ", logits.device());
   const c10::cuda::CUDAGuard device_guard(logits.device());
   at::Tensor tokens = at::empty({rows}, logits.options().dtype(at::kLong));
   at::Tensor values = at::empty({rows}, logits.options().dtype(at::kFloat));
   if (rows == 0) return {tokens, values};
   sampling::CfgFilterSampleParams p =
-      make_cfg_filter_sample_params(logits, cfg, temperature, filter_threshold, channel, greedy, rows, tokens, values);
+      make_cfg_filter_sample_params(logits, cfg, temperature, filter_threshold, pixel_mean, pixel_std,
+                                                          greedy, rows, tokens, values);
   p.vector_loads = sampling::logits_vector_loads(p.logits, p.logits_row_stride, logits.element_size());
   at::PhiloxCudaState philox;
   if (!greedy) {

@@ -38,9 +38,6 @@ struct CfgFilterSampleParams {
   float* values;    // [n]
 };
 
-constexpr float kPixelMean[3] = {0.485f, 0.456f, 0.406f};
-constexpr float kPixelStd[3] = {0.229f, 0.224f, 0.225f};
-
 // The conditional-filtered unconditional logit of one token; `cond_prob` is softmax(c) there.
 // Both candidates are computed before the select, so CPU loops of it vectorise.
 FRACTAL_HOST_DEVICE float filtered_uncond(float c, float u, float cond_prob, float cond_max, float uncond_max,

@@ -9,10 +9,11 @@
 TORCH_LIBRARY_FRAGMENT(fractal_ext, m) {
   // logits [R, V]. With cfg (float32 [n], R = 2n: rows [0, n) conditional, [n, 2n) unconditional)
   // the conditional filter and the guidance of docs/semantics.md apply; without it R = n rows are sampled as they are.
-  // -> (token ids int64 [n], normalised pixel values float32 [n] for colour channel `channel`).
+  // -> (token ids int64 [n], normalised pixel values float32 [n]:
+  // (token / 255 - pixel_mean) / pixel_std, the normalisation of the channel being sampled).
   m.def(
       "cfg_filter_sample(Tensor logits, Tensor? cfg, float temperature, float filter_threshold, "
-      "int channel, bool greedy, Generator? generator) -> (Tensor, Tensor)");
+      "float pixel_mean, float pixel_std, bool greedy, Generator? generator) -> (Tensor, Tensor)");
 }
 
 // No derivative (csrc/common/no_derivative.h says why this is registered).

@@ -3,25 +3,28 @@ import torch
 
 from fractal_ext.models import FractalGen
 from fractal_ext.models.known import KnownPixels
-from fractal_ext.pixels import normalise
 from fractal_ext.sampler.generate import generate
 
 
-def normalised_images(images: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 [B, H, W, 3] / [H, W, 3], or normalised float [B, 3, H, W] / [3, H, W] -> float32
-    [B, 3, size, size] normalised; ValueError for other layouts or sizes."""
+def normalised_images(images: torch.Tensor, model: FractalGen) -> torch.Tensor:
+    """uint8 [B, H, W, C] / [H, W, C], or normalised float [B, C, H, W] / [C, H, W] -> float32
+    [B, C, H, W] normalised as the model's pixels; ValueError for other layouts, sizes or
+    channel counts."""
+    size, channels = model.config.img_size_list[0], model.config.channels
     if not isinstance(images, torch.Tensor):
         raise ValueError(f"images must be a tensor, got {type(images).__name__}")
     if images.dtype == torch.uint8:
         batch = images if images.dim() == 4 else images[None]
-        if images.dim() not in (3, 4) or tuple(batch.shape[1:]) != (size, size, 3):
-            raise ValueError(f"uint8 images must be [B, {size}, {size}, 3] or [{size}, {size}, 3], got {tuple(images.shape)}")
-        return normalise(batch.permute(0, 3, 1, 2))
+        if images.dim() not in (3, 4) or tuple(batch.shape[1:]) != (size, size, channels):
+            raise ValueError(f"uint8 images must be [B, {size}, {size}, {channels}] or [{size}, {size}, {channels}], "
+                             f"got {tuple(images.shape)}")
+        return model.normalisation.normalise(batch.permute(0, 3, 1, 2))
     if not images.is_floating_point():
         raise ValueError(f"images must be uint8 pixels or normalised floats, got {images.dtype}")
     batch = images if images.dim() == 4 else images[None]
-    if images.dim() not in (3, 4) or tuple(batch.shape[1:]) != (3, size, size):
-        raise ValueError(f"normalised images must be [B, 3, {size}, {size}] or [3, {size}, {size}], got {tuple(images.shape)}")
+    if images.dim() not in (3, 4) or tuple(batch.shape[1:]) != (channels, size, size):
+        raise ValueError(f"normalised images must be [B, {channels}, {size}, {size}] or [{channels}, {size}, {size}], "
+                         f"got {tuple(images.shape)}")
     batch = batch.float()
     if not bool(torch.isfinite(batch).all()):
         raise ValueError("images hold NaN or infinite values")
@@ -48,21 +51,21 @@ def complete(model: FractalGen, images: torch.Tensor, known_mask: torch.Tensor, 
     """Generates the unknown pixels of `images` (inpainting, outpainting, uncropping; under
     another label: class-conditional editing). Known pixels come back bit-exactly.
 
-    images: uint8 [B, H, W, 3] (as `generate` returns them and PNGs load) or normalised float
-        [B, 3, H, W]; a single image without the batch dimension.
+    images: uint8 [B, H, W, C] (as `generate` returns them and PNGs load) or normalised float
+        [B, C, H, W], C the model's channels; a single image without the batch dimension.
     known_mask: bool [H, W] (the same for every image) or [B, H, W]; True = keep, False = generate
         (fractal_ext.editing.box_mask, border_mask, centre_crop_mask make the usual ones).
     labels: one class per image, or None: unconditional (the `fake_latent` condition, cfg 1).
         One image with several labels is edited under each of them; one label applies to all.
     options: as `generate` takes them (generator, greedy, raster_order, implementation,
         precision, cuda_graphs, progress and the sampling settings num_iter_list, cfg,
-        cfg_schedule, temperature, filter_threshold). output: "uint8" [B, H, W, 3] or
-        "normalised" [B, 3, H, W].
+        cfg_schedule, temperature, filter_threshold). output: "uint8" [B, H, W, C] or
+        "normalised" [B, C, H, W].
     An image whose every pixel is known comes back unchanged without any generation; with no
     pixel known the result is what `generate` samples with the same generator."""
     size = model.config.img_size_list[0]
     device = next(model.parameters()).device
-    pixels = normalised_images(images, size).to(device)
+    pixels = normalised_images(images, model).to(device)
     mask = known_pixel_mask(known_mask, size).to(device)
     if labels is not None:
         labels = torch.as_tensor(labels, device=device)

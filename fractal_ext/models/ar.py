@@ -6,6 +6,7 @@ from torch import nn
 from fractal_ext import ops
 from fractal_ext.ops import reference
 from fractal_ext.models.known import KnownPixels
+from fractal_ext.pixels import IMAGENET
 from fractal_ext.models.layers import KVCache, LlamaBlock, init_linear_and_norm, rope_2d_table, run_blocks
 from fractal_ext.settings import SamplingControls
 from fractal_ext.models.schedules import ar_cfg_schedule
@@ -13,14 +14,15 @@ from fractal_ext.models.schedules import ar_cfg_schedule
 
 class AR(nn.Module):
     def __init__(self, seq_len, patch_size, cond_embed_dim, embed_dim, num_blocks, num_heads,
-                 grad_checkpointing=False, **unused_kwargs):
+                 grad_checkpointing=False, normalisation=IMAGENET, **unused_kwargs):
         # attn_dropout / proj_dropout / num_conds / guiding_pixel do not apply to AR levels.
         super().__init__()
         self.seq_len = seq_len
         self.patch_size = patch_size
+        self.channels = normalisation.channels
         self.grad_checkpointing = grad_checkpointing
         self.use_fused_ops = False  # training: patchify on fractal_ext.ops
-        self.patch_emb = nn.Linear(3 * patch_size**2, embed_dim, bias=True)
+        self.patch_emb = nn.Linear(self.channels * patch_size**2, embed_dim, bias=True)
         self.patch_emb_ln = nn.LayerNorm(embed_dim, eps=1e-6)
         self.pos_embed_learned = nn.Parameter(torch.zeros(1, seq_len + 1, embed_dim))
         self.cond_emb = nn.Linear(cond_embed_dim, embed_dim, bias=True)
@@ -50,17 +52,17 @@ class AR(nn.Module):
         return self.patch_emb_ln(tokens + positions)
 
     def predict(self, x, cond_list):
-        """Teacher forcing: patches [B, L, 3p^2] -> [condition for each patch [B, L, D]]."""
+        """Teacher forcing: patches [B, L, C p^2] -> [condition for each patch [B, L, D]]."""
         tokens = self.embed(x[:, :-1], cond_list[0])  # the last patch is never an input
         tokens = run_blocks(self.blocks, tokens, self.grad_checkpointing and self.training,
                             self.rope_table[: tokens.shape[1]])
         return [self.norm(tokens)]
 
     def forward(self, imgs, cond_list, generator=None):
-        """Training: images [B, 3, H, W] -> (patches [B*L, 3, p, p], [conditions [B*L, D]], 0)."""
+        """Training: images [B, C, H, W] -> (patches [B*L, C, p, p], [conditions [B*L, D]], 0)."""
         patches = self.patchify(imgs)
         cond_next = self.predict(patches, cond_list)[0]
-        patches = patches.reshape(-1, 3, self.patch_size, self.patch_size)
+        patches = patches.reshape(-1, self.channels, self.patch_size, self.patch_size)
         return patches, [cond_next.reshape(patches.shape[0], -1)], imgs.new_zeros(())
 
     def setup_caches(self, batch: int, dtype, device) -> list[KVCache]:
@@ -84,7 +86,7 @@ class AR(nn.Module):
         guided = float(cfg) != 1.0
         cond = cond_list[0]
         bsz = cond.shape[0] // 2 if guided else cond.shape[0]
-        patches = torch.zeros(bsz, self.seq_len, 3 * self.patch_size**2, device=cond.device)
+        patches = torch.zeros(bsz, self.seq_len, self.channels * self.patch_size**2, device=cond.device)
         caches = self.setup_caches(cond.shape[0], self.pos_embed_learned.dtype, cond.device)
         cfg_per_step = ar_cfg_schedule(self.seq_len, float(cfg), cfg_schedule)
         token = self.embed(patches.new_zeros(cond.shape[0], 0, patches.shape[-1]), cond)  # position 0: the condition

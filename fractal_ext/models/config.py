@@ -4,6 +4,8 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
+from fractal_ext.pixels import PIXEL_MEAN, PIXEL_STD, Normalisation, check_normalisation
+
 
 @dataclass
 class FractalConfig:
@@ -20,6 +22,22 @@ class FractalConfig:
     num_conds: int = 1
     r_weight: float = 1.0
     grad_checkpointing: bool = False
+    # Pixels: channels per pixel (1 grey .. 4 RGBA) and each channel's mean / std on the 0..1 scale.
+    # None: the ImageNet values for 3 channels (the official models), 0.5 / 0.5 otherwise.
+    channels: int = 3
+    pixel_mean: tuple | None = None
+    pixel_std: tuple | None = None
+
+    def __post_init__(self):
+        if self.pixel_mean is None:
+            self.pixel_mean = PIXEL_MEAN if self.channels == 3 else (0.5,) * self.channels
+        if self.pixel_std is None:
+            self.pixel_std = PIXEL_STD if self.channels == 3 else (0.5,) * self.channels
+        self.pixel_mean, self.pixel_std = tuple(self.pixel_mean), tuple(self.pixel_std)
+        check_normalisation(self.channels, self.pixel_mean, self.pixel_std)
+
+    def normalisation(self) -> Normalisation:
+        return Normalisation(self.pixel_mean, self.pixel_std)
 
     def constructor_kwargs(self) -> dict:
         return dataclasses.asdict(self)
@@ -39,7 +57,8 @@ class FractalConfig:
         """What decides the weights' layout and the computation (not dropout or training knobs)."""
         generators = len(self.img_size_list) - 1
         return (self.img_size_list, self.embed_dim_list, self.num_blocks_list, self.num_heads_list,
-                tuple(self.generator_type_list[:generators]), self.num_conds, self.guiding_pixel)
+                tuple(self.generator_type_list[:generators]), self.num_conds, self.guiding_pixel, self.channels,
+                self.pixel_mean, self.pixel_std)
 
     def validate(self):
         levels = len(self.img_size_list)

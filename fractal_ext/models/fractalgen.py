@@ -14,7 +14,6 @@ from fractal_ext.models.config import FractalConfig
 from fractal_ext.models.known import KnownPixels, validate_known_pixels
 from fractal_ext.models.mar import MAR
 from fractal_ext.models.pixel_head import PixelLoss
-from fractal_ext.pixels import PIXEL_MEAN, PIXEL_STD, unit_range
 from fractal_ext.settings import SamplingControls, validate_sampling_args
 
 GENERATORS = {"ar": AR, "mar": MAR}
@@ -23,7 +22,8 @@ GENERATORS = {"ar": AR, "mar": MAR}
 class FractalGen(nn.Module):
     def __init__(self, img_size_list, embed_dim_list, num_blocks_list, num_heads_list, generator_type_list,
                  label_drop_prob=0.1, class_num=1000, attn_dropout=0.1, proj_dropout=0.1, guiding_pixel=False,
-                 num_conds=1, r_weight=1.0, grad_checkpointing=False, fractal_level=0):
+                 num_conds=1, r_weight=1.0, grad_checkpointing=False, channels=3, pixel_mean=None, pixel_std=None,
+                 fractal_level=0):
         super().__init__()
         config = FractalConfig(
             img_size_list=tuple(img_size_list), embed_dim_list=tuple(embed_dim_list),
@@ -31,7 +31,7 @@ class FractalGen(nn.Module):
             generator_type_list=tuple(generator_type_list), label_drop_prob=label_drop_prob,
             class_num=class_num, attn_dropout=attn_dropout, proj_dropout=proj_dropout,
             guiding_pixel=guiding_pixel, num_conds=num_conds, r_weight=r_weight,
-            grad_checkpointing=grad_checkpointing,
+            grad_checkpointing=grad_checkpointing, channels=channels, pixel_mean=pixel_mean, pixel_std=pixel_std,
         )
         if fractal_level == 0:
             config.validate()
@@ -61,13 +61,14 @@ class FractalGen(nn.Module):
             guiding_pixel=guiding_pixel if level > 0 else False,
             num_conds=num_conds,
             grad_checkpointing=grad_checkpointing,
+            normalisation=config.normalisation(),
         )
         if level < self.num_fractal_levels - 2:
             self.next_fractal = FractalGen(**config.constructor_kwargs(), fractal_level=level + 1)
         else:
             self.next_fractal = PixelLoss(
                 c_channels=dims[level], width=dims[level + 1], depth=config.num_blocks_list[level + 1],
-                num_heads=config.num_heads_list[level + 1], r_weight=r_weight,
+                num_heads=config.num_heads_list[level + 1], r_weight=r_weight, normalisation=config.normalisation(),
             )
 
     def class_condition(self, labels, generator=None):
@@ -101,7 +102,7 @@ class FractalGen(nn.Module):
                raster_order: bool = False, implementation: str = "fast", precision: str = "fp32",
                cuda_graphs: bool | None = None, controls: SamplingControls | None = None,
                known: KnownPixels | None = None):
-        """Official generation entry point: condition list -> normalised images [B, 3, H, W].
+        """Official generation entry point: condition list -> normalised images [B, C, H, W].
 
         Keyword-only extras: `generator` for every random choice, `greedy` (most likely token
         instead of a draw), `raster_order` (MAR order 0..L-1 instead of a random one), and
@@ -166,28 +167,34 @@ class FractalGen(nn.Module):
         return self._fast_sampler
 
     def check_training_input(self, imgs, labels):
-        """Normalised fp32 images [B, 3, H, W] with pixels in range, and one label in [0, class_num)
+        """Normalised fp32 images [B, C, H, W] with pixels in range, and one label in [0, class_num)
         per image; the value checks cost one host synchronisation per step between them."""
-        size = self.config.img_size_list[0]
-        if imgs.dim() != 4 or imgs.shape[0] == 0 or imgs.shape[1] != 3 or imgs.shape[-2:] != (size, size):
-            raise ValueError(f"images must be [B >= 1, 3, {size}, {size}], got {tuple(imgs.shape)}")
+        size, channels = self.config.img_size_list[0], self.config.channels
+        if imgs.dim() != 4 or imgs.shape[0] == 0 or imgs.shape[1] != channels or imgs.shape[-2:] != (size, size):
+            raise ValueError(f"images must be [B >= 1, {channels}, {size}, {size}], got {tuple(imgs.shape)}")
         if imgs.dtype != self.fake_latent.dtype:
             raise ValueError(f"images must be {self.fake_latent.dtype} like the model's weights, got {imgs.dtype}")
         self._check_label_layout(labels)
         if labels.shape[0] != imgs.shape[0] or labels.device != imgs.device:
             raise ValueError(f"labels must hold one class per image ({imgs.shape[0]}, on {imgs.device}), got "
                              f"{labels.shape[0]} on {labels.device}")
-        pixels = unit_range(imgs.detach())
+        pixels = self.normalisation.unit_range(imgs.detach())
         # One tolerance step of 0.5/255: beyond it a pixel would round outside [0, 255]. Written so
         # that NaN (which min and max propagate) fails too.
         pixels_ok, labels_ok = torch.stack([
             (pixels.min() >= -0.5 / 255) & (pixels.max() <= 255.5 / 255), self._labels_in_range(labels),
         ]).tolist()
         if not pixels_ok:
-            raise ValueError("images must be pixels in [0, 1] normalised with the ImageNet mean "
-                             f"{PIXEL_MEAN} and std {PIXEL_STD}; got values outside that range, or NaN")
+            raise ValueError("images must be pixels in [0, 1] normalised with the model's mean "
+                             f"{self.config.pixel_mean} and std {self.config.pixel_std}; got values outside that "
+                             "range, or NaN")
         if not labels_ok:
             self._raise_labels_out_of_range(labels)
+
+    @property
+    def normalisation(self):
+        """The model's pixel normalisation (fractal_ext.pixels.Normalisation): uint8 <-> model space."""
+        return self.config.normalisation()
 
     def check_labels(self, labels):
         """Class labels: a 1-D integer tensor of values in [0, class_num)."""

@@ -25,7 +25,7 @@ def split_into_tokens(x: torch.Tensor, patch_size: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class KnownPixels:
-    """The known part of n images of one level: `pixels` [n, 3, H, W] normalised (values where
+    """The known part of n images of one level: `pixels` [n, C, H, W] normalised (values where
     `mask` is False are ignored), `mask` [n, H, W] bool, True = known. With classifier-free
     guidance both halves of a row pair share their image's known pixels."""
 
@@ -33,7 +33,7 @@ class KnownPixels:
     mask: torch.Tensor
 
     def tokens(self, patch_size: int):
-        """-> (known patches [n, L, 3 p^2], known-pixel mask per patch [n, L, p^2])."""
+        """-> (known patches [n, L, C p^2], known-pixel mask per patch [n, L, p^2])."""
         return split_into_tokens(self.pixels, patch_size), split_into_tokens(self.mask[:, None], patch_size)
 
     def fully_known(self) -> torch.Tensor:
@@ -43,9 +43,9 @@ class KnownPixels:
     @staticmethod
     def from_tokens(patches: torch.Tensor, pixel_mask: torch.Tensor, patch_size: int) -> "KnownPixels":
         """The known pixels of m tokens (the images of the next level), given their rows of
-        `tokens()` ([m, 3 p^2], [m, p^2])."""
+        `tokens()` ([m, C p^2], [m, p^2])."""
         m, p = patches.shape[0], patch_size
-        return KnownPixels(patches.reshape(m, 3, p, p), pixel_mask.reshape(m, p, p))
+        return KnownPixels(patches.reshape(m, -1, p, p), pixel_mask.reshape(m, p, p))
 
     def rows(self, index: torch.Tensor) -> "KnownPixels":
         return KnownPixels(self.pixels[index], self.mask[index])
@@ -138,17 +138,17 @@ class MarEditingSchedule:
 
 
 def validate_known_pixels(model, known: KnownPixels, cond_list, cfg) -> None:
-    """ValueError unless `known` holds one float32 image [3, H, W] and one bool mask [H, W] per
+    """ValueError unless `known` holds one float32 image [C, H, W] and one bool mask [H, W] per
     image of cond_list (rows / 2 with guidance), on the model's device."""
     if not isinstance(known, KnownPixels):
         raise ValueError(f"known must be KnownPixels, got {type(known).__name__}")
-    size = model.config.img_size_list[0]
+    size, channels = model.config.img_size_list[0], model.config.channels
     images = cond_list[0].shape[0] // (2 if float(cfg) != 1.0 else 1)
     device = model.class_emb.weight.device
     pixels, mask = known.pixels, known.mask
     if not (isinstance(pixels, torch.Tensor) and pixels.dtype == torch.float32 and pixels.device == device
-            and tuple(pixels.shape) == (images, 3, size, size)):
-        raise ValueError(f"known.pixels must be float32 [{images}, 3, {size}, {size}] on {device}, got "
+            and tuple(pixels.shape) == (images, channels, size, size)):
+        raise ValueError(f"known.pixels must be float32 [{images}, {channels}, {size}, {size}] on {device}, got "
                          f"{getattr(pixels, 'dtype', type(pixels).__name__)} {tuple(getattr(pixels, 'shape', ()))}")
     if not (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and mask.device == device
             and tuple(mask.shape) == (images, size, size)):

@@ -9,6 +9,7 @@ from fractal_ext.ops import reference
 from fractal_ext.models.known import KnownPixels, mar_editing_orders, unknown_token_counts
 from fractal_ext.models.layers import ViTBlock, init_linear_and_norm, run_blocks
 from fractal_ext.models.pixel_head import PixelLoss
+from fractal_ext.pixels import IMAGENET
 from fractal_ext.settings import SamplingControls
 from fractal_ext.models.schedules import mar_schedule
 
@@ -23,20 +24,22 @@ def truncated_normal_mask_ratios(count, generator=None, device=None):
 
 class MAR(nn.Module):
     def __init__(self, seq_len, patch_size, cond_embed_dim, embed_dim, num_blocks, num_heads,
-                 attn_dropout=0.1, proj_dropout=0.1, num_conds=1, guiding_pixel=False, grad_checkpointing=False):
+                 attn_dropout=0.1, proj_dropout=0.1, num_conds=1, guiding_pixel=False, grad_checkpointing=False,
+                 normalisation=IMAGENET):
         super().__init__()
         self.seq_len = seq_len
         self.patch_size = patch_size
+        self.channels = normalisation.channels
         self.num_conds = num_conds
         self.guiding_pixel = guiding_pixel
         self.grad_checkpointing = grad_checkpointing
         self.use_fused_ops = False  # training: patchify and the neighbour gather on fractal_ext.ops
         self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.patch_emb = nn.Linear(3 * patch_size**2, embed_dim, bias=True)
+        self.patch_emb = nn.Linear(self.channels * patch_size**2, embed_dim, bias=True)
         self.patch_emb_ln = nn.LayerNorm(embed_dim, eps=1e-6)
         self.cond_emb = nn.Linear(cond_embed_dim, embed_dim, bias=True)
         if guiding_pixel:
-            self.pix_proj = nn.Linear(3, embed_dim, bias=True)
+            self.pix_proj = nn.Linear(self.channels, embed_dim, bias=True)
         self.pos_embed_learned = nn.Parameter(torch.zeros(1, seq_len + num_conds + int(guiding_pixel), embed_dim))
         self.blocks = nn.ModuleList(
             [ViTBlock(embed_dim, num_heads, attn_dropout, proj_dropout) for _ in range(num_blocks)]
@@ -48,7 +51,7 @@ class MAR(nn.Module):
         if guiding_pixel:
             # Models the mean colour of this level's image from the parent's condition.
             self.guiding_pixel_loss = PixelLoss(c_channels=cond_embed_dim, width=128, depth=3, num_heads=4,
-                                                r_weight=5.0)
+                                                r_weight=5.0, normalisation=normalisation)
 
     def patchify(self, imgs):
         return (ops.patchify if self.use_fused_ops else reference.patchify)(imgs, self.patch_size)
@@ -77,7 +80,7 @@ class MAR(nn.Module):
         return mask.scatter(1, orders[:, :num_masked], 1.0)
 
     def predict(self, x, mask, cond_list):
-        """patches [B, L, 3p^2], mask [B, L] (1 = unknown), cond_list -> 5 conditions [B, L, D]:
+        """patches [B, L, C p^2], mask [B, L] (1 = unknown), cond_list -> 5 conditions [B, L, D]:
         middle, top, right, bottom, left."""
         return reference.neighbour_conditions(self.predict_middle(x, mask, cond_list))
 
@@ -94,7 +97,7 @@ class MAR(nn.Module):
         return self.norm(tokens)[:, -self.seq_len :]
 
     def forward(self, imgs, cond_list, generator=None, mask_all_tokens=False):
-        """Training / NLL: images [B, 3, H, W] -> (masked patches [M, 3, p, p], their 5 conditions
+        """Training / NLL: images [B, C, H, W] -> (masked patches [M, C, p, p], their 5 conditions
         [M, D] each, guiding-pixel loss). M runs over batch then position, ascending."""
         patches = self.patchify(imgs)
         bsz = patches.shape[0]
@@ -121,13 +124,13 @@ class MAR(nn.Module):
             conds = self.predict(patches, mask, cond_list)
             cond_next = [c.reshape(bsz * self.seq_len, -1)[keep] for c in conds]
         patches = patches.reshape(bsz * self.seq_len, -1)[keep]
-        return patches.reshape(-1, 3, self.patch_size, self.patch_size), cond_next, guiding_pixel_loss
+        return patches.reshape(-1, self.channels, self.patch_size, self.patch_size), cond_next, guiding_pixel_loss
 
     @torch.no_grad()
     def sample(self, cond_list, num_iter, cfg, cfg_schedule, temperature, filter_threshold,
                next_level_sample_function, visualize=False, controls: SamplingControls | None = None,
                known: KnownPixels | None = None):
-        """cond_list (R = 2n rows with CFG) -> images [n, 3, H, W]. With `known` (editing), tokens
+        """cond_list (R = 2n rows with CFG) -> images [n, C, H, W]. With `known` (editing), tokens
         whose pixels are all known start unmasked with their true patch; the schedule and the order
         run over each image's unknown tokens only, so images are generated in groups of the same
         unknown-token count."""
@@ -160,7 +163,7 @@ class MAR(nn.Module):
             pixels = self.guiding_pixel_loss.sample(cond_list, temperature, cfg, filter_threshold, controls)
             cond_list.append(torch.cat([pixels, pixels]) if guided else pixels)
 
-        patches = torch.zeros(bsz, self.seq_len, 3 * self.patch_size**2, device=device)
+        patches = torch.zeros(bsz, self.seq_len, self.channels * self.patch_size**2, device=device)
         mask = torch.ones(bsz, self.seq_len, device=device)
         if known is None:
             orders = self.sample_orders(bsz, controls, device)

@@ -51,7 +51,7 @@ def _kv_cache_attention_fake(q, k, v, k_cache, v_cache, cache_seqlens, scale):
 
 
 @torch.library.register_fake("fractal_ext::cfg_filter_sample")
-def _cfg_filter_sample_fake(logits, cfg, temperature, filter_threshold, channel, greedy, generator):
+def _cfg_filter_sample_fake(logits, cfg, temperature, filter_threshold, pixel_mean, pixel_std, greedy, generator):
     _same_device("cfg_filter_sample", logits=logits, cfg=cfg)
     rows = logits.shape[0] // 2 if cfg is not None else logits.shape[0]
     return logits.new_empty(rows, dtype=torch.int64), logits.new_empty(rows, dtype=torch.float32)

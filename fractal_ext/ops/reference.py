@@ -112,7 +112,7 @@ def guided_probabilities(logits, cfg, temperature, filter_threshold):
     return torch.softmax(guided_logits(logits, cfg, temperature, filter_threshold), dim=-1)
 
 
-def cfg_filter_sample(logits, cfg, temperature, filter_threshold, channel, greedy, generator=None):
+def cfg_filter_sample(logits, cfg, temperature, filter_threshold, pixel_mean, pixel_std, greedy, generator=None):
     """Rows whose logits hold a NaN or are all -inf have no distribution: they get token 0 and a
     NaN pixel value, so the failure shows in the image instead of as an out-of-range id."""
     probs = guided_probabilities(logits.float(), cfg, temperature, filter_threshold)
@@ -123,7 +123,7 @@ def cfg_filter_sample(logits, cfg, temperature, filter_threshold, channel, greed
     else:
         tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
     tokens = torch.where(broken, torch.zeros_like(tokens), tokens)
-    values = token_to_pixel_value(tokens, channel)
+    values = token_to_pixel_value(tokens, pixel_mean, pixel_std)
     values = torch.where(broken, torch.full_like(values, float("nan")), values)
     return tokens, values
 

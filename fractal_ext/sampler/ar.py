@@ -25,7 +25,7 @@ class FastAR:
         self.scale = 1.0 / math.sqrt(generator.head_dim)
 
     def sample(self, conds: torch.Tensor, cfg, cfg_schedule: str, run: SamplingRun, known=None) -> torch.Tensor:
-        """conds [K, R, C] (AR uses the first) -> images [n, 3, H, W] of this level. `cfg`: one
+        """conds [K, R, C] (AR uses the first) -> images [n, C, H, W] of this level. `cfg`: one
         scale, or one per image ([n], below level 0 in editing runs). `known` (editing): every
         row's patch at a step goes to the next level with its known pixels (a fully known one
         comes back as it is); a position known in every row the level can be given is
@@ -34,7 +34,7 @@ class FastAR:
         cond = conds[0]
         rows = cond.shape[0]
         n = rows // 2 if run.guided else rows
-        patches = torch.zeros(n, gen.seq_len, 3 * gen.patch_size**2, device=cond.device, dtype=cond.dtype)
+        patches = torch.zeros(n, gen.seq_len, gen.channels * gen.patch_size**2, device=cond.device, dtype=cond.dtype)
         pos = gen.pos_embed_learned[0]
         token = layer_norm(gen.cond_emb(cond) + pos[0], gen.patch_emb_ln)  # position 0: the condition
         blocks, caches = self.blocks_and_caches(token, run)

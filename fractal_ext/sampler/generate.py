@@ -3,7 +3,6 @@ import torch
 
 from fractal_ext.models import FractalGen, default_sampling_settings
 from fractal_ext.models.known import KnownPixels
-from fractal_ext.pixels import to_uint8
 from fractal_ext.settings import SamplingControls
 
 
@@ -19,8 +18,8 @@ def generate(model: FractalGen, labels, *, batch_size: int = 16, output: str = "
     pixels per label; they are kept and the rest is generated around them.
 
     `settings` override the model's defaults (`num_iter_list`, `cfg`, `cfg_schedule`,
-    `temperature`, `filter_threshold`). `output`: "uint8" -> [B, H, W, 3] uint8, "normalised" ->
-    [B, 3, H, W] float as `model.sample` returns. `progress` shows a bar over the level-0 steps.
+    `temperature`, `filter_threshold`). `output`: "uint8" -> [B, H, W, C] uint8, "normalised" ->
+    [B, C, H, W] float as `model.sample` returns. `progress` shows a bar over the level-0 steps.
     `precision` ("fp32", "bf16", "fp16") applies to the fast path; "auto" is fp16 on CUDA (the
     official evaluation samples under fp16 autocast), else fp32.
     `cuda_graphs` (fast path): None replays fixed-shape steps as CUDA graphs on a GPU."""
@@ -73,8 +72,10 @@ def generate(model: FractalGen, labels, *, batch_size: int = 16, output: str = "
                 bar.update(_top_level_steps(model, args))
     if bar:
         bar.close()
-    result = torch.cat(images) if images else torch.empty(0, 3, *(model.config.img_size_list[0],) * 2)
-    return to_uint8(result).permute(0, 2, 3, 1).contiguous() if output == "uint8" else result
+    result = torch.cat(images) if images else torch.empty(0, model.config.channels, *(model.config.img_size_list[0],) * 2)
+    if output == "uint8":
+        return model.normalisation.to_uint8(result).permute(0, 2, 3, 1).contiguous()
+    return result
 
 
 def _top_level_steps(model, args):

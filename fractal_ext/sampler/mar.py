@@ -38,7 +38,7 @@ class FastMAR:
         return prefix + gen.pos_embed_learned[:, : prefix.shape[1]]
 
     def sample(self, conds: torch.Tensor, cfg, cfg_schedule: str, run: SamplingRun, known=None) -> torch.Tensor:
-        """conds [K, R, C] -> images [n, 3, H, W] of this level. `cfg`: one scale, or one per image
+        """conds [K, R, C] -> images [n, C, H, W] of this level. `cfg`: one scale, or one per image
         ([n], below level 0 in editing runs). `known` (editing): fully known tokens start unmasked
         with their true patch and each image's schedule runs over its unknown tokens."""
         gen = self.gen
@@ -51,7 +51,7 @@ class FastMAR:
         prefix = self.condition_tokens(conds, cfg, run, known)
         token_pos = gen.pos_embed_learned[:, prefix.shape[1] :]
         # One spare token slot past the grid: what the padding rows of an editing step write.
-        patches = torch.zeros(n, seq_len + 1, 3 * gen.patch_size**2, device=device, dtype=conds.dtype)
+        patches = torch.zeros(n, seq_len + 1, gen.channels * gen.patch_size**2, device=device, dtype=conds.dtype)
         masked = torch.ones(n, seq_len + 1, 1, dtype=torch.bool, device=device)
         if known is None:
             orders = gen.sample_orders(n, run.controls, device)

@@ -1,11 +1,11 @@
-"""Fast pixel head: the 4-token causal transformer decoded with a KV cache, one new token per
-channel (3 token passes instead of 3 full 4-token passes), and the guided-sampling operator
-drawing each channel and producing its pixel value directly."""
+"""Fast pixel head: the (C+1)-token causal transformer decoded with a KV cache, one new token per
+channel (C token passes instead of C full passes), and the guided-sampling operator drawing each
+channel and producing its pixel value directly."""
 import torch
 import torch.nn.functional as F
 
 from fractal_ext import ops
-from fractal_ext.models.pixel_head import NUM_CHANNELS, PixelLoss
+from fractal_ext.models.pixel_head import PixelLoss
 from fractal_ext.sampler.decode import layer_norm, matmul_dtype, vit_block_decode, vit_block_weights
 from fractal_ext.sampler.graphs import buffers_key
 from fractal_ext.sampler.plan import SamplingRun
@@ -21,7 +21,7 @@ class FastPixelHead:
         self.head_dim = head.ln.normalized_shape[0] // self.num_heads
 
     def sample(self, cond: torch.Tensor, cfg, run: SamplingRun, known=None) -> torch.Tensor:
-        """cond [R, c_channels] (R = 2n with guidance, conditional rows first) -> pixels [n, 3].
+        """cond [R, c_channels] (R = 2n with guidance, conditional rows first) -> pixels [n, C].
         `cfg`: one scale, or one per image ([n], editing runs). `known` (editing: KnownPixels of
         n 1x1 images): a known pixel is copied; its draw, made with the others (fixed shapes), is
         dropped."""
@@ -31,15 +31,16 @@ class FastPixelHead:
         cfg_rows = None
         if run.guided:
             cfg_rows = cfg.float() if isinstance(cfg, torch.Tensor) else torch.full((n,), float(cfg), device=cond.device)
-        pixels = torch.empty(n, NUM_CHANNELS, device=cond.device)
+        channels = head.channels
+        pixels = torch.empty(n, channels, device=cond.device)
         token = F.linear(cond, head.cond_proj.weight, head.cond_proj.bias)
         blocks = [(vit_block_weights(block), block.attn.scale) for block in head.blocks]
         caches = [
-            self.workspace.kv_cache(("pixel_head", id(self), index), rows, self.num_heads, NUM_CHANNELS,
+            self.workspace.kv_cache(("pixel_head", id(self), index), rows, self.num_heads, channels,
                                     run.paths.cache_head_dim(self.head_dim), matmul_dtype(token), token.device)
             for index in range(len(blocks))
         ]
-        for channel in range(NUM_CHANNELS):
+        for channel in range(channels):
             positions = self.workspace.positions(channel, rows, cond.device)
 
             def channel_logits(token, positions, channel=channel):
@@ -55,11 +56,12 @@ class FastPixelHead:
             # The draw stays outside the replayed step (see fractal_ext.sampler.graphs).
             key = ("pixel_head", id(self), channel, rows, token.dtype, buffers_key(caches))
             logits = run.graphs.run(key, channel_logits, token, positions)
-            ids, values = ops.cfg_filter_sample(logits, cfg_rows, run.temperature, run.filter_threshold, channel,
+            ids, values = ops.cfg_filter_sample(logits, cfg_rows, run.temperature, run.filter_threshold,
+                                                head.pixel_mean[channel], head.pixel_std[channel],
                                                 run.controls.greedy, run.controls.generator)
             pixels[:, channel] = values
-            if channel + 1 < NUM_CHANNELS:
+            if channel + 1 < channels:
                 token = F.embedding(torch.cat([ids, ids]) if run.guided else ids, head.codebooks[channel].weight)
         if known is not None:
-            pixels = torch.where(known.mask.reshape(n, 1), known.pixels.reshape(n, NUM_CHANNELS), pixels)
+            pixels = torch.where(known.mask.reshape(n, 1), known.pixels.reshape(n, channels), pixels)
         return pixels

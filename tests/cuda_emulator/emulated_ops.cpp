@@ -98,9 +98,10 @@ std::tuple<at::Tensor, py::dict> kv_cache_attention(const at::Tensor& q, const a
 
 std::tuple<at::Tensor, at::Tensor, py::dict> cfg_filter_sample(const at::Tensor& logits,
                                                                const std::optional<at::Tensor>& cfg, double temperature,
-                                                               double filter_threshold, int64_t channel, bool greedy,
+                                                               double filter_threshold, double pixel_mean,
+                                                               double pixel_std, bool greedy,
                                                                uint64_t seed, uint64_t offset) {
-  const int64_t rows = check_cfg_filter_sample_args(logits, cfg, temperature, channel);
+  const int64_t rows = check_cfg_filter_sample_args(logits, cfg, temperature, pixel_mean, pixel_std);
   at::Tensor tokens = at::empty({rows}, logits.options().dtype(at::kLong));
   at::Tensor values = at::empty({rows}, logits.options().dtype(at::kFloat));
   py::dict plan;
@@ -111,7 +112,7 @@ std::tuple<at::Tensor, at::Tensor, py::dict> cfg_filter_sample(const at::Tensor&
   const std::optional<Fenced> fcfg = cfg.has_value() ? std::optional<Fenced>(std::in_place, *cfg) : std::nullopt;
   sampling::CfgFilterSampleParams p = make_cfg_filter_sample_params(
       flogits.tensor, fcfg ? std::optional<at::Tensor>(fcfg->tensor) : std::nullopt, temperature, filter_threshold,
-      channel, greedy, rows, ftokens.tensor, fvalues.tensor);
+      pixel_mean, pixel_std, greedy, rows, ftokens.tensor, fvalues.tensor);
   p.vector_loads = sampling::logits_vector_loads(p.logits, p.logits_row_stride, logits.element_size());
   const bool one_chunk = p.vocab <= sampling::kChunkSpan;
   plan["vector_loads"] = p.vector_loads;

@@ -20,7 +20,7 @@ import torch
 import emulated_cuda
 from repo import TINY_MODELS
 from fractal_ext.ops import reference
-from fractal_ext.pixels import to_uint8
+from fractal_ext.pixels import PIXEL_MEAN, PIXEL_STD, to_uint8
 from fractal_ext.models import FractalGen
 from fractal_ext.sampler.plan import CUDA_HEAD_DIM_MULTIPLE
 from fractal_ext.settings import SamplingControls
@@ -190,14 +190,14 @@ def test_cfg_filter_sample(emu, dtype, vocab, guided, greedy):
     logits[0, : vocab // 2] = float("-inf")  # tokens the distribution forbids
     cfg = torch.linspace(1.0, 7.0, rows) if guided else None
     seed, offset = 1234 + vocab, 8 * vocab
-    tokens, values, plan = emu.cfg_filter_sample(logits, cfg, 1.05, 1e-4, 1, greedy, seed, offset)
+    tokens, values, plan = emu.cfg_filter_sample(logits, cfg, 1.05, 1e-4, PIXEL_MEAN[1], PIXEL_STD[1], greedy, seed, offset)
     assert plan["one_chunk"] == (vocab <= 256) and plan["vector_loads"] == (vocab % 4 == 0)
-    assert torch.equal(values, reference.token_to_pixel_value(tokens, 1))
+    assert torch.equal(values, reference.token_to_pixel_value(tokens, PIXEL_MEAN[1], PIXEL_STD[1]))
     cdf = guided_cdf(logits, cfg, 1.05, 1e-4)
     probs = torch.diff(cdf, dim=-1, prepend=torch.zeros(rows, 1, dtype=torch.float64))
     assert (probs.gather(1, tokens[:, None]) > 0).all(), "drew a token of probability 0"
     if greedy:
-        expected, _ = reference.cfg_filter_sample(logits, cfg, 1.05, 1e-4, 1, True)
+        expected, _ = reference.cfg_filter_sample(logits, cfg, 1.05, 1e-4, PIXEL_MEAN[1], PIXEL_STD[1], True)
         assert torch.equal(tokens, expected)
         return
     # Inverse CDF: the row's uniform lies in its token's interval of the float64 distribution.
@@ -211,9 +211,9 @@ def test_cfg_filter_sample(emu, dtype, vocab, guided, greedy):
 def test_cfg_filter_sample_reproduces_and_moves_with_the_offset(emu):
     torch.manual_seed(3)
     logits = torch.randn(64, 256)
-    first = emu.cfg_filter_sample(logits, None, 1.0, 1e-4, 0, False, 7, 0)[0]
-    assert torch.equal(first, emu.cfg_filter_sample(logits, None, 1.0, 1e-4, 0, False, 7, 0)[0])
-    assert not torch.equal(first, emu.cfg_filter_sample(logits, None, 1.0, 1e-4, 0, False, 7, 4)[0])
+    first = emu.cfg_filter_sample(logits, None, 1.0, 1e-4, 0.485, 0.229, False, 7, 0)[0]
+    assert torch.equal(first, emu.cfg_filter_sample(logits, None, 1.0, 1e-4, 0.485, 0.229, False, 7, 0)[0])
+    assert not torch.equal(first, emu.cfg_filter_sample(logits, None, 1.0, 1e-4, 0.485, 0.229, False, 7, 4)[0])
 
 
 def test_cfg_filter_sample_rows_without_a_distribution(emu):
@@ -223,7 +223,7 @@ def test_cfg_filter_sample_rows_without_a_distribution(emu):
     logits[2, 5] = float("inf")
     logits[4 + 3, 260] = float("nan")  # an unconditional row
     for greedy in (True, False):
-        tokens, values, _ = emu.cfg_filter_sample(logits, torch.full((4,), 3.0), 1.0, 1e-4, 2, greedy, 5, 0)
+        tokens, values, _ = emu.cfg_filter_sample(logits, torch.full((4,), 3.0), 1.0, 1e-4, PIXEL_MEAN[2], PIXEL_STD[2], greedy, 5, 0)
         assert tokens[:4].tolist() == [0, 0, 0, 0] and values[:4].isnan().all()
 
 
@@ -234,9 +234,9 @@ def test_cfg_filter_sample_rows_without_a_distribution(emu):
 def test_cfg_filter_sample_strided_rows(emu, width, columns, vector_loads):
     torch.manual_seed(4)
     logits = torch.randn(6, width)[:, columns]
-    tokens, _, plan = emu.cfg_filter_sample(logits, torch.full((3,), 2.0), 1.0, 1e-4, 0, True, 0, 0)
+    tokens, _, plan = emu.cfg_filter_sample(logits, torch.full((3,), 2.0), 1.0, 1e-4, 0.485, 0.229, True, 0, 0)
     assert plan["vector_loads"] == vector_loads
-    assert torch.equal(tokens, reference.cfg_filter_sample(logits, torch.full((3,), 2.0), 1.0, 1e-4, 0, True)[0])
+    assert torch.equal(tokens, reference.cfg_filter_sample(logits, torch.full((3,), 2.0), 1.0, 1e-4, 0.485, 0.229, True)[0])
 
 
 # ---- patchify / unpatchify ---------------------------------------------------------------------
@@ -325,10 +325,11 @@ def cuda_kernels_behind_the_cpu_operators(emulator):
     emulator.set_schedule("in_order", 0)
     emulator.set_fence_side("tail")
 
-    def cfg_filter_sample(logits, cfg, temperature, filter_threshold, channel, greedy, generator):
+    def cfg_filter_sample(logits, cfg, temperature, filter_threshold, pixel_mean, pixel_std, greedy, generator):
         # The Philox seed of a draw comes from the generator (not a CUDA generator's own stream).
         seed = 0 if greedy else int(torch.randint(2**62, (), generator=generator))
-        return emulator.cfg_filter_sample(logits, cfg, temperature, filter_threshold, channel, greedy, seed, 0)[:2]
+        return emulator.cfg_filter_sample(logits, cfg, temperature, filter_threshold, pixel_mean, pixel_std, greedy, seed,
+                                          0)[:2]
 
     kernels = {
         "kv_cache_attention": lambda *args: emulator.kv_cache_attention(*args, H200_SMS)[0],

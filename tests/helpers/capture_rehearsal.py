@@ -51,7 +51,7 @@ def capture_violation(func, args, kwargs) -> str | None:
         return "draws random numbers"
     if packet in HOST_DATA:
         return "makes a tensor from host data"
-    if func._schema.name == "fractal_ext::cfg_filter_sample" and not (args[5] if len(args) > 5 else kwargs["greedy"]):
+    if func._schema.name == "fractal_ext::cfg_filter_sample" and not (args[6] if len(args) > 6 else kwargs["greedy"]):
         return "draws random numbers"
     if packet in MASK_INDEXING and len(args) > 1 and any(_is_mask(i) for i in args[1] if i is not None):
         return "indexes with a boolean mask (a data-dependent shape)"

@@ -35,7 +35,7 @@ def kv_cache_attention_args(seed=0):
 
 def cfg_filter_sample_args(seed=0):
     return dict(logits=torch.randn(4, 256, generator=_generator(seed)), cfg=torch.full((2,), 3.0), temperature=1.0, filter_threshold=1e-4,
-                channel=0, greedy=True, generator=None)
+                pixel_mean=0.485, pixel_std=0.229, greedy=True, generator=None)
 
 
 def gather_backward_args(seed=0):

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from fractal_ext import ops
 from fractal_ext.ops import reference
+from fractal_ext.pixels import PIXEL_MEAN, PIXEL_STD
 
 DATA = pathlib.Path(__file__).resolve().parents[1] / "data" / "reference" / "cfg_filter.safetensors"
 P_VALUE_THRESHOLD = 1e-4
@@ -26,6 +27,10 @@ DEVICES = ["cpu", CUDA]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 pytestmark = requires_extension
+
+
+# (mean, std) of each channel of the official models' normalisation.
+IMAGENET_CHANNEL = list(zip(PIXEL_MEAN, PIXEL_STD))
 
 
 def op(*args, **kwargs):
@@ -144,7 +149,7 @@ def sample_op_counts(logits, scale, temperature, threshold, draws, generator, re
         batch, cfg = logits.repeat(replicas, 1), None
     counts = torch.zeros(rows, vocab, dtype=torch.int64)
     for _ in range(draws // replicas):
-        tokens, _ = op(batch, cfg, temperature, threshold, 0, False, generator)
+        tokens, _ = op(batch, cfg, temperature, threshold, *IMAGENET_CHANNEL[0], False, generator)
         counts += count_tokens(tokens, rows, vocab)
     return counts
 
@@ -223,12 +228,12 @@ def test_never_draws_minus_infinity_logits(device, guided, vocab):
     logits, cfg = logits.to(device), None if cfg is None else cfg.to(device)
     draw_gen = torch.Generator(device=device).manual_seed(11)
     for _ in range(8):
-        tokens, values = op(logits, cfg, 1.0, 1e-4, 1, False, draw_gen)
+        tokens, values = op(logits, cfg, 1.0, 1e-4, *IMAGENET_CHANNEL[1], False, draw_gen)
         tokens = tokens.cpu()
         assert tokens.min() >= 0 and tokens.max() < vocab
         assert not forbidden.gather(-1, tokens[:, None]).any()
         assert tokens[1] == vocab - 1 and tokens[2] == 0 and tokens[3] == 0
-        assert torch.equal(values.cpu(), reference.token_to_pixel_value(tokens, 1))
+        assert torch.equal(values.cpu(), reference.token_to_pixel_value(tokens, *IMAGENET_CHANNEL[1]))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -240,7 +245,7 @@ def test_extreme_dynamic_range_draws_only_supported_tokens(device):
     logits[:, -1] = 0.0
     logits[:, -2] = -1e-3
     logits[::2, 0] = 0.0
-    tokens, _ = op(logits.to(device), None, 1.0, 0.0, 0, False, torch.Generator(device=device).manual_seed(5))
+    tokens, _ = op(logits.to(device), None, 1.0, 0.0, *IMAGENET_CHANNEL[0], False, torch.Generator(device=device).manual_seed(5))
     tokens = tokens.cpu()
     allowed = torch.tensor([0, vocab - 2, vocab - 1])
     assert torch.isin(tokens, allowed).all()
@@ -257,9 +262,9 @@ def test_extreme_dynamic_range_draws_only_supported_tokens(device):
 def test_greedy_equals_reference(device, dtype, guided, rows, vocab):
     logits, cfg = make_logits(rows, vocab, guided, dtype=dtype, device=device, seed=rows * vocab)
     for channel in range(3):
-        expected = reference.cfg_filter_sample(logits.cpu(), None if cfg is None else cfg.cpu(), 1.03, 1e-3, channel,
+        expected = reference.cfg_filter_sample(logits.cpu(), None if cfg is None else cfg.cpu(), 1.03, 1e-3, *IMAGENET_CHANNEL[channel],
                                                True)
-        assert_same_result(op(logits, cfg, 1.03, 1e-3, channel, True, None), expected)
+        assert_same_result(op(logits, cfg, 1.03, 1e-3, *IMAGENET_CHANNEL[channel], True, None), expected)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -275,10 +280,10 @@ def test_filter_stops_guidance_lifting_unlikely_tokens(device, vocab):
     uncond[0, :2] = torch.tensor([0.0, -40.0])
     logits, cfg = torch.cat([cond, uncond]).to(device), torch.tensor([10.0], device=device)
     for threshold, expected in ((1e-4, 0), (0.0, 1)):
-        tokens, _ = op(logits, cfg, 1.0, threshold, 0, True, None)
+        tokens, _ = op(logits, cfg, 1.0, threshold, *IMAGENET_CHANNEL[0], True, None)
         assert tokens.item() == expected
-        assert reference.cfg_filter_sample(logits.cpu(), cfg.cpu(), 1.0, threshold, 0, True)[0].item() == expected
-        drawn, _ = op(logits.repeat_interleave(64, dim=0), cfg.repeat(64), 1.0, threshold, 0, False,
+        assert reference.cfg_filter_sample(logits.cpu(), cfg.cpu(), 1.0, threshold, *IMAGENET_CHANNEL[0], True)[0].item() == expected
+        drawn, _ = op(logits.repeat_interleave(64, dim=0), cfg.repeat(64), 1.0, threshold, *IMAGENET_CHANNEL[0], False,
                       torch.Generator(device=device).manual_seed(1))
         assert (drawn == expected).all()
 
@@ -293,12 +298,12 @@ def test_row_strided_logits(device, dtype):
     for channel in range(3):
         logits = full[:, channel]
         assert not logits.is_contiguous()
-        expected = reference.cfg_filter_sample(logits.cpu(), cfg.cpu(), 1.1, 1e-4, channel, True)
-        assert_same_result(op(logits, cfg, 1.1, 1e-4, channel, True, None), expected)
+        expected = reference.cfg_filter_sample(logits.cpu(), cfg.cpu(), 1.1, 1e-4, *IMAGENET_CHANNEL[channel], True)
+        assert_same_result(op(logits, cfg, 1.1, 1e-4, *IMAGENET_CHANNEL[channel], True, None), expected)
         gen_a = torch.Generator(device=device).manual_seed(2)
         gen_b = torch.Generator(device=device).manual_seed(2)
-        assert torch.equal(op(logits, cfg, 1.1, 1e-4, channel, False, gen_a)[0],
-                           op(logits.contiguous(), cfg, 1.1, 1e-4, channel, False, gen_b)[0])
+        assert torch.equal(op(logits, cfg, 1.1, 1e-4, *IMAGENET_CHANNEL[channel], False, gen_a)[0],
+                           op(logits.contiguous(), cfg, 1.1, 1e-4, *IMAGENET_CHANNEL[channel], False, gen_b)[0])
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -307,11 +312,11 @@ def test_pixel_values_exact_for_every_token(device, channel):
     vocab = 256
     logits = torch.zeros(vocab, vocab)
     logits.fill_diagonal_(50.0)  # row k: token k
-    tokens, values = op(logits.to(device), None, 1.0, 1e-4, channel, True, None)
+    tokens, values = op(logits.to(device), None, 1.0, 1e-4, *IMAGENET_CHANNEL[channel], True, None)
     assert torch.equal(tokens.cpu(), torch.arange(vocab))
-    assert torch.equal(values.cpu(), reference.token_to_pixel_value(torch.arange(vocab), channel))
-    tokens, values = op(logits.to(device), None, 1.0, 1e-4, channel, False, torch.Generator(device=device))
-    assert torch.equal(values.cpu(), reference.token_to_pixel_value(tokens.cpu(), channel))
+    assert torch.equal(values.cpu(), reference.token_to_pixel_value(torch.arange(vocab), *IMAGENET_CHANNEL[channel]))
+    tokens, values = op(logits.to(device), None, 1.0, 1e-4, *IMAGENET_CHANNEL[channel], False, torch.Generator(device=device))
+    assert torch.equal(values.cpu(), reference.token_to_pixel_value(tokens.cpu(), *IMAGENET_CHANNEL[channel]))
 
 
 def broken_rows_logits(vocab=256):
@@ -339,10 +344,10 @@ def test_rows_without_distribution_give_token_zero_and_nan(device, vocab):
     logits, cfg, plain = broken_rows_logits(vocab)
     for x, scale, broken in ((logits, cfg, [1, 2, 3, 4, 5, 6]), (plain, None, [0, 2, 4])):
         for greedy in (True, False):
-            expected = reference.cfg_filter_sample(x, scale, 1.0, 1e-3, 2, greedy)
+            expected = reference.cfg_filter_sample(x, scale, 1.0, 1e-3, *IMAGENET_CHANNEL[2], greedy)
             assert torch.isnan(expected[1][broken]).all()  # the documented reference behaviour
             gen = torch.Generator(device=device).manual_seed(0)
-            tokens, values = op(x.to(device), None if scale is None else scale.to(device), 1.0, 1e-3, 2, greedy, gen)
+            tokens, values = op(x.to(device), None if scale is None else scale.to(device), 1.0, 1e-3, *IMAGENET_CHANNEL[2], greedy, gen)
             tokens, values = tokens.cpu(), values.cpu()
             is_broken = torch.isnan(values)
             assert is_broken.nonzero().flatten().tolist() == broken
@@ -361,18 +366,18 @@ def test_rows_without_distribution_give_token_zero_and_nan(device, vocab):
 def test_seeded_generator_reproduces_and_advances(device, guided):
     logits, cfg = make_logits(4096, 256, guided, device=device, spread=1.0)
     gen = torch.Generator(device=device).manual_seed(123)
-    first = op(logits, cfg, 1.0, 1e-4, 0, False, gen)[0]
-    second = op(logits, cfg, 1.0, 1e-4, 0, False, gen)[0]
-    again = op(logits, cfg, 1.0, 1e-4, 0, False, torch.Generator(device=device).manual_seed(123))[0]
-    other_seed = op(logits, cfg, 1.0, 1e-4, 0, False, torch.Generator(device=device).manual_seed(124))[0]
+    first = op(logits, cfg, 1.0, 1e-4, *IMAGENET_CHANNEL[0], False, gen)[0]
+    second = op(logits, cfg, 1.0, 1e-4, *IMAGENET_CHANNEL[0], False, gen)[0]
+    again = op(logits, cfg, 1.0, 1e-4, *IMAGENET_CHANNEL[0], False, torch.Generator(device=device).manual_seed(123))[0]
+    other_seed = op(logits, cfg, 1.0, 1e-4, *IMAGENET_CHANNEL[0], False, torch.Generator(device=device).manual_seed(124))[0]
     assert torch.equal(first, again)
     assert (first != second).float().mean() > 0.5
     assert (first != other_seed).float().mean() > 0.5
     # The default generator follows torch.manual_seed.
     torch.manual_seed(9)
-    default_a = op(logits, cfg, 1.0, 1e-4, 0, False, None)[0]
+    default_a = op(logits, cfg, 1.0, 1e-4, *IMAGENET_CHANNEL[0], False, None)[0]
     torch.manual_seed(9)
-    default_b = op(logits, cfg, 1.0, 1e-4, 0, False, None)[0]
+    default_b = op(logits, cfg, 1.0, 1e-4, *IMAGENET_CHANNEL[0], False, None)[0]
     assert torch.equal(default_a, default_b)
 
 
@@ -380,9 +385,9 @@ def test_greedy_does_not_consume_randomness():
     logits, cfg = make_logits(16, 256, True)
     gen = torch.Generator().manual_seed(3)
     state = gen.get_state()
-    op(logits, cfg, 1.0, 1e-4, 0, True, gen)
+    op(logits, cfg, 1.0, 1e-4, *IMAGENET_CHANNEL[0], True, gen)
     assert torch.equal(gen.get_state(), state)
-    op(logits, cfg, 1.0, 1e-4, 0, False, gen)
+    op(logits, cfg, 1.0, 1e-4, *IMAGENET_CHANNEL[0], False, gen)
     assert not torch.equal(gen.get_state(), state)
 
 
@@ -391,9 +396,9 @@ def test_draws_do_not_depend_on_thread_count():
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = op(logits, cfg, 1.0, 1e-4, 0, False, torch.Generator().manual_seed(8))[0]
+        one = op(logits, cfg, 1.0, 1e-4, *IMAGENET_CHANNEL[0], False, torch.Generator().manual_seed(8))[0]
         torch.set_num_threads(max(2, threads))
-        many = op(logits, cfg, 1.0, 1e-4, 0, False, torch.Generator().manual_seed(8))[0]
+        many = op(logits, cfg, 1.0, 1e-4, *IMAGENET_CHANNEL[0], False, torch.Generator().manual_seed(8))[0]
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one, many)
@@ -404,7 +409,7 @@ def test_draws_do_not_depend_on_thread_count():
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_empty_batch(device):
-    tokens, values = op(torch.empty(0, 256, device=device), torch.empty(0, device=device), 1.0, 1e-4, 0, False, None)
+    tokens, values = op(torch.empty(0, 256, device=device), torch.empty(0, device=device), 1.0, 1e-4, *IMAGENET_CHANNEL[0], False, None)
     assert tokens.shape == (0,) and values.shape == (0,) and tokens.dtype == torch.int64
 
 
@@ -417,23 +422,25 @@ def test_bad_input_errors_name_the_argument(device):
         with pytest.raises(RuntimeError, match=match):
             op(*args)
 
-    fails("logits must have 2 dimensions", logits[0], cfg, 1.0, 1e-4, 0, False, None)
-    fails("logits must have 2 dimensions", logits[None], cfg, 1.0, 1e-4, 0, False, None)
-    fails("logits must be float32, float16 or bfloat16", logits.long(), cfg, 1.0, 1e-4, 0, False, None)
-    fails("logits must be float32, float16 or bfloat16", logits.int(), None, 1.0, 1e-4, 0, True, None)
-    fails("logits must be float32, float16 or bfloat16", logits.double(), cfg, 1.0, 1e-4, 0, False, None)
-    fails("logits must have at least one column", logits[:, :0], cfg, 1.0, 1e-4, 0, False, None)
-    fails("logits must have unit stride", logits.t().contiguous().t(), cfg, 1.0, 1e-4, 0, False, None)
-    fails("odd row count", logits[:7], cfg, 1.0, 1e-4, 0, False, None)
-    fails(r"cfg must have shape \[4\]", logits, cfg[:3], 1.0, 1e-4, 0, False, None)
-    fails(r"cfg must have shape \[4\]", logits, cfg[None], 1.0, 1e-4, 0, False, None)
-    fails(r"cfg must have shape \[4\]", logits, cfg[0], 1.0, 1e-4, 0, False, None)
-    fails(r"cfg must have shape \[2\]", plain, cfg, 1.0, 1e-4, 0, False, None)
-    fails("cfg must be Float", logits, cfg.double(), 1.0, 1e-4, 0, False, None)
-    fails("channel must be 0, 1 or 2", logits, cfg, 1.0, 1e-4, 3, False, None)
-    fails("channel must be 0, 1 or 2", plain, None, 1.0, 1e-4, -1, True, None)
+    fails("logits must have 2 dimensions", logits[0], cfg, 1.0, 1e-4, *IMAGENET_CHANNEL[0], False, None)
+    fails("logits must have 2 dimensions", logits[None], cfg, 1.0, 1e-4, *IMAGENET_CHANNEL[0], False, None)
+    fails("logits must be float32, float16 or bfloat16", logits.long(), cfg, 1.0, 1e-4, *IMAGENET_CHANNEL[0], False, None)
+    fails("logits must be float32, float16 or bfloat16", logits.int(), None, 1.0, 1e-4, *IMAGENET_CHANNEL[0], True, None)
+    fails("logits must be float32, float16 or bfloat16", logits.double(), cfg, 1.0, 1e-4, *IMAGENET_CHANNEL[0], False, None)
+    fails("logits must have at least one column", logits[:, :0], cfg, 1.0, 1e-4, *IMAGENET_CHANNEL[0], False, None)
+    fails("logits must have unit stride", logits.t().contiguous().t(), cfg, 1.0, 1e-4, *IMAGENET_CHANNEL[0], False, None)
+    fails("odd row count", logits[:7], cfg, 1.0, 1e-4, *IMAGENET_CHANNEL[0], False, None)
+    fails(r"cfg must have shape \[4\]", logits, cfg[:3], 1.0, 1e-4, *IMAGENET_CHANNEL[0], False, None)
+    fails(r"cfg must have shape \[4\]", logits, cfg[None], 1.0, 1e-4, *IMAGENET_CHANNEL[0], False, None)
+    fails(r"cfg must have shape \[4\]", logits, cfg[0], 1.0, 1e-4, *IMAGENET_CHANNEL[0], False, None)
+    fails(r"cfg must have shape \[2\]", plain, cfg, 1.0, 1e-4, *IMAGENET_CHANNEL[0], False, None)
+    fails("cfg must be Float", logits, cfg.double(), 1.0, 1e-4, *IMAGENET_CHANNEL[0], False, None)
+    fails("pixel_std must be finite and > 0, got 0", logits, cfg, 1.0, 1e-4, 0.5, 0.0, False, None)
+    fails("pixel_std must be finite and > 0, got -1", plain, None, 1.0, 1e-4, 0.5, -1.0, True, None)
+    fails("pixel_std must be finite and > 0, got inf", plain, None, 1.0, 1e-4, 0.5, float("inf"), True, None)
+    fails("pixel_mean must be finite, got nan", plain, None, 1.0, 1e-4, float("nan"), 0.5, True, None)
     for temperature in (0.0, -1.0, float("nan"), float("inf")):
-        fails("temperature must be > 0", logits, cfg, temperature, 1e-4, 0, False, None)
+        fails("temperature must be > 0", logits, cfg, temperature, 1e-4, *IMAGENET_CHANNEL[0], False, None)
 
 
 @pytest.mark.cuda
@@ -441,7 +448,7 @@ def test_bad_input_errors_name_the_argument(device):
 def test_cfg_on_another_device_is_an_error():
     logits, cfg = make_logits(4, 256, True, device="cuda")
     with pytest.raises(RuntimeError, match="cfg and logits must be on the same device"):
-        op(logits, cfg.cpu(), 1.0, 1e-4, 0, False, None)
+        op(logits, cfg.cpu(), 1.0, 1e-4, *IMAGENET_CHANNEL[0], False, None)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -450,11 +457,11 @@ def test_cfg_on_another_device_is_an_error():
 def test_opcheck(device, guided, dtype):
     logits, cfg = make_logits(5, 256, guided, dtype=dtype, device=device)
     fn = torch.ops.fractal_ext.cfg_filter_sample.default
-    torch.library.opcheck(fn, (logits, cfg, 1.02, 1e-4, 1, True, None))
-    torch.library.opcheck(fn, (logits, cfg, 1.02, 1e-4, 1, False, None))
+    torch.library.opcheck(fn, (logits, cfg, 1.02, 1e-4, *IMAGENET_CHANNEL[1], True, None))
+    torch.library.opcheck(fn, (logits, cfg, 1.02, 1e-4, *IMAGENET_CHANNEL[1], False, None))
     # An explicit generator advances between the runs opcheck compares, so that test is left out.
     gen = torch.Generator(device=device).manual_seed(0)
-    torch.library.opcheck(fn, (logits, cfg, 1.02, 1e-4, 1, False, gen),
+    torch.library.opcheck(fn, (logits, cfg, 1.02, 1e-4, *IMAGENET_CHANNEL[1], False, gen),
                           test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
 
 

@@ -19,7 +19,7 @@ def sampler_step(images, conditions, batch_index, token_index, q, k, v, k_cache,
     images_again = ops.unpatchify(patches * 2, 4)
     gathered = ops.gather_neighbour_conditions(conditions, batch_index, token_index)
     attended = ops.kv_cache_attention(q, k, v, k_cache, v_cache, cache_seqlens, 0.25)
-    ids, values = ops.cfg_filter_sample(logits * (1 + attended.mean()), cfg, 1.0, 1e-4, 0, True, None)
+    ids, values = ops.cfg_filter_sample(logits * (1 + attended.mean()), cfg, 1.0, 1e-4, 0.485, 0.229, True, None)
     # Every output goes through generated code, which relies on the shapes the fake implementations gave.
     return images_again, gathered.sum(0), attended.square().sum(-1), ids + 1, values * 2
 
@@ -100,7 +100,7 @@ def test_compiled_random_draws_follow_the_default_generator():
     torch._dynamo.reset()
 
     def draw(logits, cfg):
-        return ops.cfg_filter_sample(logits, cfg, 1.0, 1e-4, 0, False, None)[0]
+        return ops.cfg_filter_sample(logits, cfg, 1.0, 1e-4, 0.485, 0.229, False, None)[0]
 
     logits, cfg = torch.randn(64, 256), torch.full((32,), 3.0)
     compiled = torch.compile(draw, fullgraph=True, backend="aot_eager")

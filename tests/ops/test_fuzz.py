@@ -93,7 +93,8 @@ def cfg_filter_sample_args(r):
     rows, vocab, guided = r.choice([1, 3]), r.choice([1, 7, 256]), r.rng.random() < 0.6
     return (r.tensor([2 * rows if guided else rows, vocab]), r.tensor([rows]) + 3 if guided else None,
             r.either([1.0, 0.5, 2.0], [0.0, -1.0, float("nan"), float("inf")]),
-            r.either([1e-4, 0.0, 1.0], [-1.0, float("nan")]), r.either([0, 1, 2], [3, -1]), True, None)
+            r.either([1e-4, 0.0, 1.0], [-1.0, float("nan")]), r.either([0.485, -1.0], [float("nan")]),
+            r.either([0.229, 2.0], [0.0, -1.0, float("inf")]), True, None)
 
 
 def small_batch_linear_args(r):

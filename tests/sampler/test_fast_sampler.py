@@ -44,9 +44,9 @@ def test_pixel_head_decoding_matches_eager_logits(name, monkeypatch):
     cond = reference_tensors(name)["px.cond"]
     seen = []
 
-    def recording_sample(logits, cfg, temperature, threshold, channel, greedy, generator):
+    def recording_sample(logits, cfg, temperature, threshold, mean, std, greedy, generator):
         seen.append(logits.clone())
-        return reference.cfg_filter_sample(logits, cfg, temperature, threshold, channel, greedy, generator)
+        return reference.cfg_filter_sample(logits, cfg, temperature, threshold, mean, std, greedy, generator)
 
     monkeypatch.setattr("fractal_ext.ops.cfg_filter_sample", recording_sample)
     run = SamplingRun((1,), 1.0, 0.0, SamplingControls(greedy=True), guided=False, paths=CPU_PATHS)

@@ -133,7 +133,7 @@ def _draw(x):
 
 
 def _sample(x):
-    return ops.cfg_filter_sample(x, None, 1.0, 1e-4, 0, False, None)[1]
+    return ops.cfg_filter_sample(x, None, 1.0, 1e-4, 0.485, 0.229, False, None)[1]
 
 
 def _branch(x):
@@ -157,7 +157,7 @@ def test_cpu_capture_refuses_what_a_cuda_graph_capture_refuses(step, why):
 
 def test_cpu_capture_accepts_a_step_without_host_reads():
     rows = torch.tensor([0, 2])
-    step = lambda x: ops.cfg_filter_sample(x, None, 1.0, 1e-4, 0, True, None)[1] + x[rows].sum()
+    step = lambda x: ops.cfg_filter_sample(x, None, 1.0, 1e-4, 0.485, 0.229, True, None)[1] + x[rows].sum()
     RehearsedStepGraph(step, [torch.randn(4, 8)])
 
 
