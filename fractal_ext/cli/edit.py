@@ -6,7 +6,7 @@ own label or another one (class-conditional editing). Known pixels are kept bit-
     fractal-edit shirt.png --outpaint 6 --labels 6 --output_dir edits       (a 6-pixel border)
     fractal-edit crop.png --uncrop 16 --labels 6 --output_dir edits         (keep the centre 16x16)
 
-The image is RGB or greyscale at the model's size (for --uncrop N it may also be the N x N crop
+The image has the model's channels (grey converts to RGB, RGB to RGBA) and size (for --uncrop N it may also be the N x N crop
 itself). Writes completion_<index>_class_<label>.png and grid.png: one row per completion, the
 image before, the pixels to generate shown grey, the completion.
 """
@@ -73,12 +73,12 @@ def known_region(args, size: int) -> torch.Tensor:
     return known
 
 
-def input_image(args, size: int) -> torch.Tensor:
-    """uint8 [size, size, 3]; an --uncrop N image may be the N x N crop, placed in the centre."""
-    image = read_image(args.image)
+def input_image(args, size: int, channels: int) -> torch.Tensor:
+    """uint8 [size, size, channels]; an --uncrop N image may be the N x N crop, placed in the centre."""
+    image = read_image(args.image, channels)
     height, width = image.shape[:2]
     if args.uncrop is not None and (height, width) == (args.uncrop, args.uncrop):
-        canvas = torch.zeros(size, size, 3, dtype=torch.uint8)
+        canvas = torch.zeros(size, size, channels, dtype=torch.uint8)
         start = (size - args.uncrop) // 2
         canvas[start:start + height, start:start + width] = image
         return canvas
@@ -93,7 +93,7 @@ def run(args) -> int:
     writable_output(args.output_dir, is_dir=True)
     model = load_the_model(args)
     size = model.config.img_size_list[0]
-    image = input_image(args, size)
+    image = input_image(args, size, model.config.channels)
     known = known_region(args, size)
     settings = {**default_sampling_settings(model), **sampling_settings(args)}
     if args.unconditional:

@@ -18,7 +18,7 @@ import torch
 from fractal_ext.cli.common import device, integer, run_or_report, seed
 from fractal_ext.evaluation import dataset_bits_per_dim
 from fractal_ext.io.checkpoints import load_model
-from fractal_ext.io.datasets import build_dataset, iterate_batches, normalise
+from fractal_ext.io.datasets import build_dataset, iterate_batches
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,9 +50,9 @@ def run(args) -> int:
     size = model.config.img_size_list[0]
     if args.img_size is not None and args.img_size != size:
         raise ValueError(f"--img_size {args.img_size} does not match the model, which takes {size}x{size} images")
-    dataset = build_dataset(args.dataset, args.split, args.data_path, size)
+    dataset = build_dataset(args.dataset, args.split, args.data_path, size, model.config.channels)
     start = time.time()
-    batches = (normalise(images.to(args.device)) for images, _ in
+    batches = (model.normalisation.normalise(images.to(args.device)) for images, _ in
                iterate_batches(dataset, args.batch_size, args.num_images))
     result = dataset_bits_per_dim(model, batches, args.num_passes,
                                   torch.Generator(args.device).manual_seed(args.seed), progress=True)

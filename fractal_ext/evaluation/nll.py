@@ -8,13 +8,14 @@ import torch
 @torch.no_grad()
 def bits_per_dim(model, images: torch.Tensor, labels: torch.Tensor | None = None, num_passes: int = 1,
                  generator: torch.Generator | None = None) -> float:
-    """Eval-mode loss / ln 2 of one batch of normalised images [B, 3, H, W], averaged over
+    """Eval-mode loss / ln 2 of one batch of normalised images [B, C, H, W], averaged over
     `num_passes` forward passes (MAR levels draw a random mask each pass; the official evaluation
     averages 10). Labels do not matter: in eval mode every row uses the unconditional latent."""
     if num_passes < 1:
         raise ValueError(f"num_passes must be >= 1, got {num_passes}")
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
+    channels = model.config.channels
+    if images.dim() != 4 or images.shape[1] != channels:
+        raise ValueError(f"images must be [B, {channels}, H, W] for this model, got {tuple(images.shape)}")
     expected = model.config.img_size_list[0]
     if images.shape[-2:] != (expected, expected):
         raise ValueError(f"images must be {expected}x{expected} for this model, got {tuple(images.shape[-2:])}")
@@ -40,7 +41,7 @@ def default_num_passes(model) -> int:
 def dataset_bits_per_dim(model, batches, num_passes: int | None = None, generator: torch.Generator | None = None,
                          progress: bool = False) -> dict:
     """Unconditional NLL over a dataset split: `bits_per_dim` of each batch of normalised images
-    (an iterable of [B, 3, H, W] tensors, or of (images, labels) pairs), averaged with the batch
+    (an iterable of [B, C, H, W] tensors, or of (images, labels) pairs), averaged with the batch
     sizes as weights. Returns {'bits_per_dim', 'images', 'num_passes'}."""
     num_passes = default_num_passes(model) if num_passes is None else num_passes
     total, count = 0.0, 0

@@ -1,10 +1,11 @@
 """Training data: the embedded default (Fashion-MNIST from Debian's `dataset-fashion-mnist`) and an
 image folder (one sub-folder per class) with the ADM centre crop of the official recipe (docs/training.md).
 
-Datasets return 8-bit images `uint8 [3, S, S]` and integer labels; every random choice (order,
-horizontal flips) is made by the training loop from its own checkpointed generator, so a run is
-reproducible whatever the number of data-loader workers. `normalise` maps 8-bit images to the
-model's input space (ImageNet mean / std, exact multiples of 1/255 before normalisation).
+Datasets return 8-bit images `uint8 [C, S, S]` (C the model's channels) and integer labels; every
+random choice (order, horizontal flips) is made by the training loop from its own checkpointed
+generator, so a run is reproducible whatever the number of data-loader workers. A model's
+`normalisation.normalise` maps 8-bit images to its input space (`normalise` here: the ImageNet
+mean / std of the official models).
 """
 import gzip
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fractal_ext.io.images import IMAGE_MODES
 from fractal_ext.pixels import normalise  # noqa: F401  (re-exported: datasets hand out uint8 images)
 
 FASHION_MNIST_DIR = Path(os.environ.get("FRACTAL_EXT_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
@@ -78,12 +80,16 @@ def load_fashion_mnist_arrays(split: str, root=None) -> tuple[np.ndarray, np.nda
 
 
 class FashionMNIST(torch.utils.data.Dataset):
-    """Fashion-MNIST as 3-channel 32x32 uint8 images: 28x28 zero-padded by 2 pixels on each side
-    and the grey channel repeated three times; 10 classes. Held in memory (47 MB for train)."""
+    """Fashion-MNIST as uint8 images [C, S, S]: the 28x28 grey images zero-padded to `img_size`
+    (default 32: 2 pixels on each side), grey (channels=1) or the grey value repeated into
+    `channels` (3: the RGB models'); 10 classes. Held in memory (47 MB for train)."""
 
     classes = FASHION_MNIST_CLASSES
 
-    def __init__(self, split: str = "train", root=None, img_size: int = 32):
+    def __init__(self, split: str = "train", root=None, img_size: int = 32, channels: int = 3):
+        if channels not in (1, 3):
+            raise ValueError(f"Fashion-MNIST is grey: channels must be 1 (grey) or 3 (repeated), got {channels}")
+        self.channels = channels
         images, labels = load_fashion_mnist_arrays(split, root)
         if img_size < images.shape[-1]:
             raise ValueError(f"img_size must be >= {images.shape[-1]} for Fashion-MNIST, got {img_size}")
@@ -98,12 +104,12 @@ class FashionMNIST(torch.utils.data.Dataset):
         return self.images.shape[0]
 
     def __getitem__(self, index):
-        return self.images[index].unsqueeze(0).expand(3, -1, -1).contiguous(), int(self.labels[index])
+        return self.images[index].unsqueeze(0).expand(self.channels, -1, -1).contiguous(), int(self.labels[index])
 
     def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
-        """The images uint8 [B, 3, S, S] and labels [B] at `indices`, without per-item overhead."""
+        """The images uint8 [B, C, S, S] and labels [B] at `indices`, without per-item overhead."""
         indices = torch.as_tensor(indices, dtype=torch.long)
-        return self.images[indices].unsqueeze(1).expand(-1, 3, -1, -1).contiguous(), self.labels[indices]
+        return self.images[indices].unsqueeze(1).expand(-1, self.channels, -1, -1).contiguous(), self.labels[indices]
 
 
 # ----------------------------------------------------------------------------- image folder
@@ -124,10 +130,14 @@ def adm_center_crop(image, image_size: int):
 
 class ImageFolder(torch.utils.data.Dataset):
     """Images in `root/<class name>/*.<ext>`, classes in sorted order of the sub-folder names,
-    ADM centre-cropped to `img_size` (RGB uint8 [3, S, S]). Unreadable images raise DatasetError
-    naming the file."""
+    ADM centre-cropped to `img_size`, converted to `channels` (uint8 [C, S, S]: 1 grey, 2 grey +
+    alpha, 3 RGB, 4 RGBA; an image without alpha gets an opaque one). Unreadable images raise
+    DatasetError naming the file."""
 
-    def __init__(self, root, img_size: int):
+    def __init__(self, root, img_size: int, channels: int = 3):
+        if channels not in IMAGE_MODES:
+            raise ValueError(f"channels must be in 1..4 (grey, grey + alpha, RGB, RGBA), got {channels}")
+        self.channels = channels
         root = Path(root)
         if not root.exists():
             raise DatasetError(f"image folder {root} does not exist")
@@ -156,25 +166,27 @@ class ImageFolder(torch.utils.data.Dataset):
         path, label = self.samples[index]
         try:
             with Image.open(path) as handle:
-                image = handle.convert("RGB")
+                image = handle.convert(IMAGE_MODES[self.channels])
         except (UnidentifiedImageError, OSError, ValueError) as error:
             raise DatasetError(f"cannot read image {path}: {error}") from error
         array = np.asarray(adm_center_crop(image, self.img_size))
+        array = array[..., None] if array.ndim == 2 else array
         return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous(), label
 
 
 # ----------------------------------------------------------------------------- construction
-def build_dataset(name: str, split: str = "train", data_path=None, img_size: int = 32):
+def build_dataset(name: str, split: str = "train", data_path=None, img_size: int = 32, channels: int = 3):
     """'fashion_mnist' (data_path: folder of the IDX files, default the Debian package's) or
-    'imagefolder' (data_path: folder with `train/` and `val/`, or the class folders themselves)."""
+    'imagefolder' (data_path: folder with `train/` and `val/`, or the class folders themselves),
+    as uint8 images of `channels` (the model's)."""
     if name == "fashion_mnist":
-        return FashionMNIST(split, data_path, img_size)
+        return FashionMNIST(split, data_path, img_size, channels)
     if name == "imagefolder":
         if data_path is None:
             raise DatasetError("--data_path is required with --dataset imagefolder")
         root = Path(data_path)
         split_dir = root / ("train" if split == "train" else "val")
-        return ImageFolder(split_dir if split_dir.is_dir() else root, img_size)
+        return ImageFolder(split_dir if split_dir.is_dir() else root, img_size, channels)
     raise ValueError(f"unknown dataset {name!r}; choose 'fashion_mnist' or 'imagefolder'")
 
 

@@ -1,5 +1,5 @@
-"""Image files: sampled images written as PNG grids and one PNG per image (uint8 [.., H, W, 3], as
-fractal_ext.sampler.generate returns them), and the images and masks an edit reads. Every file is
+"""Image files: sampled images written as PNG grids and one PNG per image (uint8 [.., H, W, C], as
+fractal_ext.sampler.generate returns them: C = 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA), and the images and masks an edit reads. Every file is
 written atomically; its format comes from its extension, checked before any work by `image_format`."""
 import math
 from pathlib import Path
@@ -11,6 +11,9 @@ from fractal_ext.io.atomic import write_atomically
 
 # Larger grids would take gigabytes to build and encode: refused before the sampling.
 MAX_GRID_PIXELS = 2**28
+# Pillow's mode of images of C channels, and the conversions that lose nothing.
+IMAGE_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+LOSSLESS_CONVERSIONS = {("L", "LA"), ("L", "RGB"), ("L", "RGBA"), ("LA", "RGBA"), ("RGB", "RGBA")}
 
 
 def image_format(path) -> str:
@@ -37,12 +40,15 @@ def grid_shape(count: int, height: int, width: int, columns: int, padding: int =
 
 def image_grid(images_hwc: torch.Tensor, columns: int | None = None, padding: int = 2,
                background: int = 0) -> torch.Tensor:
-    """uint8 [B, H, W, 3] -> one uint8 [rows*(H+p)+p, columns*(W+p)+p, 3] grid on `background`."""
-    count, height, width, _ = images_hwc.shape
+    """uint8 [B, H, W, C] -> one uint8 [rows*(H+p)+p, columns*(W+p)+p, C] grid on `background`
+    (opaque where there is an alpha channel)."""
+    count, height, width, channels = images_hwc.shape
     columns = columns or max(1, math.ceil(math.sqrt(count)))
     rows = max(1, math.ceil(count / columns))
-    grid = torch.full((rows * (height + padding) + padding, columns * (width + padding) + padding, 3), background,
-                      dtype=torch.uint8)
+    grid = torch.full((rows * (height + padding) + padding, columns * (width + padding) + padding, channels),
+                      background, dtype=torch.uint8)
+    if channels in (2, 4):
+        grid[..., -1] = 255
     for index, image in enumerate(images_hwc.cpu()):
         top = padding + (index // columns) * (height + padding)
         left = padding + (index % columns) * (width + padding)
@@ -51,15 +57,17 @@ def image_grid(images_hwc: torch.Tensor, columns: int | None = None, padding: in
 
 
 def save_png(image_hwc: torch.Tensor, path) -> Path:
-    """uint8 [H, W, 3] -> an image file in the format of its extension, written atomically."""
+    """uint8 [H, W, C] -> an image file in the format of its extension, written atomically."""
     from PIL import Image
 
-    image, image_format_name = Image.fromarray(image_hwc.cpu().numpy()), image_format(path)
+    pixels = image_hwc.cpu().numpy()
+    image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, mode=IMAGE_MODES[pixels.shape[-1]])
+    image_format_name = image_format(path)
     return write_atomically(path, lambda stream: image.save(stream, format=image_format_name))
 
 
 def save_grid_png(images_hwc: torch.Tensor, rows: int, path, pad: int = 2, scale: int = 1) -> Path:
-    """uint8 [N, H, W, 3] -> one PNG, `rows` rows (row-major), `pad` white pixels between images,
+    """uint8 [N, H, W, C] -> one PNG, `rows` rows (row-major), `pad` white pixels between images,
     upscaled `scale` times (nearest)."""
     n = images_hwc.shape[0]
     grid_shape(n, images_hwc.shape[1], images_hwc.shape[2], -(-n // rows), pad, scale)
@@ -77,28 +85,35 @@ def save_samples(images_hwc: torch.Tensor, labels, output_dir, columns: int | No
     return save_png(image_grid(images_hwc, columns), output_dir / "grid.png")
 
 
-def read_image(path) -> torch.Tensor:
-    """An RGB or greyscale image file -> uint8 [H, W, 3] (grey replicated into the three channels,
-    as the Fashion-MNIST data is); other modes (alpha, 16-bit, CMYK) are refused."""
+def read_image(path, channels: int = 3) -> torch.Tensor:
+    """An image file -> uint8 [H, W, channels] for a model of `channels`. What converts without
+    loss is converted: grey to RGB (replicated, as the Fashion-MNIST data is), no alpha to an
+    opaque one, RGB whose channels are equal to grey; anything else is refused."""
     from PIL import Image, UnidentifiedImageError
 
+    wanted = IMAGE_MODES[channels]
     try:
         with Image.open(path) as image:
+            if image.mode == "P":
+                image = image.convert("RGBA" if "transparency" in image.info else "RGB")
             mode = image.mode
-            if mode == "P" and "transparency" not in image.info:
-                image, mode = image.convert("RGB"), "RGB"
-            if mode not in ("RGB", "L"):
-                raise ValueError(f"{path}: an RGB or greyscale image is needed, got mode {mode} (convert it first)")
-            pixels = torch.from_numpy(np.array(image.convert("RGB")))
+            if mode == "RGB" and channels in (1, 2):
+                array = np.array(image)
+                if not (array == array[..., :1]).all():
+                    raise ValueError(f"{path}: the model takes grey images, got a colour (RGB) image")
+            elif mode != wanted and (mode, wanted) not in LOSSLESS_CONVERSIONS:
+                raise ValueError(f"{path}: the model takes {channels}-channel images ({wanted}), got mode {mode} "
+                                 "(convert it first)")
+            array = np.array(image.convert(wanted))
     except UnidentifiedImageError:
         raise ValueError(f"{path}: not an image file Pillow reads") from None
-    return pixels
+    return torch.from_numpy(array[..., None] if array.ndim == 2 else array)
 
 
 def read_binary_mask(path) -> torch.Tensor:
     """A black-and-white image file -> bool [H, W], True where it is white. Every pixel must be
     black (0) or white (255) in every channel: anything else is refused, not thresholded."""
-    pixels = read_image(path)
+    pixels = read_image(path, 3)
     if not bool((pixels == pixels[..., :1]).all()):
         raise ValueError(f"{path}: a mask must be black and white, got coloured pixels")
     grey = pixels[..., 0]

@@ -20,8 +20,9 @@ from torch.nn.parallel import DistributedDataParallel
 from fractal_ext.io.atomic import write_atomically
 from fractal_ext.io.checkpoints import CheckpointError, load_weights
 from fractal_ext.io.run_lock import claim_output_dir
-from fractal_ext.io.datasets import build_dataset, collate_uint8, normalise
+from fractal_ext.io.datasets import build_dataset, collate_uint8
 from fractal_ext.models import build_model
+from fractal_ext.models.registry import model_kwargs
 from fractal_ext.settings import AUTOCAST_DTYPES
 from fractal_ext.training import checkpointing
 from fractal_ext.training.distributed import (DistInfo, all_gather_objects, all_reduce_mean, barrier, cleanup,
@@ -215,7 +216,9 @@ def _train(args, info: DistInfo, model, dataset, lock=None) -> dict:
     seed_everything(args.seed + info.rank)
     device = info.device
     if dataset is None:
-        dataset = build_dataset(args.dataset, "train", args.data_path, args.img_size)
+        channels = model.config.channels if model is not None else model_kwargs(
+            args.model, getattr(args, "model_config", None)).get("channels", 3)
+        dataset = build_dataset(args.dataset, "train", args.data_path, args.img_size, channels)
     if model is None:
         model = build_model_from_args(args, args.class_num or len(dataset.classes))
     model.to(device)
@@ -286,7 +289,7 @@ def _train(args, info: DistInfo, model, dataset, lock=None) -> dict:
         for step, images_u8, labels in source.iterate(start_step, end_step):
             lr = lr_at(step / steps_per_epoch, args.lr, args.min_lr, args.warmup_epochs, args.epochs)
             set_lr(optimizer, lr)
-            images, labels = normalise(images_u8.to(device)), labels.to(device)
+            images, labels = model.normalisation.normalise(images_u8.to(device)), labels.to(device)
             try:
                 loss, grad_norm = train_step(ddp_model, optimizer, scaler, images, labels, generator,
                                              args.precision, args.grad_clip, info)

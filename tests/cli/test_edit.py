@@ -79,7 +79,7 @@ def bad_files(tmp_path):
 
 @pytest.mark.parametrize("image, extra, message", [
     ("small.png", ["--box", "1,1,4,4", "--labels", "1"], "the image is 12x12, the model takes 16x16"),
-    ("rgba.png", ["--box", "1,1,4,4", "--labels", "1"], "an RGB or greyscale image is needed, got mode RGBA"),
+    ("rgba.png", ["--box", "1,1,4,4", "--labels", "1"], "the model takes 3-channel images (RGB), got mode RGBA"),
     ("text.png", ["--box", "1,1,4,4", "--labels", "1"], "not an image file"),
     (None, ["--mask", "{tmp}/grey_mask.png", "--labels", "1"], "only black (0) and white (255) pixels, got also [128]"),
     (None, ["--mask", "{tmp}/small_mask.png", "--labels", "1"], "the mask is 8x8, the image 16x16"),

@@ -369,6 +369,26 @@ def test_greedy_completions_of_the_cuda_path_on_emulated_kernels_equal_the_eager
     assert torch.equal(emulated, eager)
 
 
+@pytest.mark.parametrize("channels", [1, 4])
+@pytest.mark.parametrize("kind", ["ar", "mar_guiding"])
+def test_grey_and_rgba_samples_of_the_cuda_path_on_emulated_kernels(kind, channels, emulator):
+    from channel_models import tiny
+
+    from fractal_ext.models import default_sampling_settings
+    from fractal_ext.sampler import generate
+
+    model = tiny(kind, channels)
+    settings = dict(cfg=2.0, cfg_schedule="linear", temperature=1.0, filter_threshold=1e-3, greedy=True,
+                    raster_order=True)
+    eager = generate(model, [0, 1], implementation="eager", **settings)
+    num_iter_list = default_sampling_settings(model)["num_iter_list"]
+    cond_list = model.build_cond_list(torch.tensor([0, 1]), 2.0)
+    with cuda_kernels_behind_the_cpu_operators(emulator):
+        emulated = model.fast_sampler().sample(cond_list, num_iter_list, 2.0, "linear", 1.0, 1e-3,
+                                               SamplingControls(greedy=True, raster_order=True), paths=the_cuda_path())
+    assert torch.equal(model.normalisation.to_uint8(emulated).permute(0, 2, 3, 1), eager)
+
+
 def test_head_dims_the_cuda_kernel_lacks_are_padded(emulator):
     # AR levels of head dim 12 and a pixel head of head dim 4 (a custom model): the CUDA attention
     # kernel takes multiples of 8, so on CUDA the caches get zero columns up to 8 and 16.

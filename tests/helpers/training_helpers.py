@@ -29,16 +29,16 @@ def without_dropout(model):
 
 
 class SyntheticImages(torch.utils.data.Dataset):
-    """`size` uint8 images [3, S, S] of `num_classes` classes: a class-dependent stripe pattern plus
+    """`size` uint8 images [C, S, S] of `num_classes` classes: a class-dependent stripe pattern plus
     noise, so a model can learn something. Has the in-memory `batch` fast path."""
 
-    def __init__(self, size=32, img_size=8, num_classes=3, seed=0):
+    def __init__(self, size=32, img_size=8, num_classes=3, seed=0, channels=3):
         generator = torch.Generator().manual_seed(seed)
         self.labels = torch.arange(size) % num_classes
-        base = torch.zeros(num_classes, 3, img_size, img_size)
+        base = torch.zeros(num_classes, channels, img_size, img_size)
         for c in range(num_classes):
             base[c, :, :, c::num_classes] = 200.0
-        noise = torch.randint(0, 40, (size, 3, img_size, img_size), generator=generator).float()
+        noise = torch.randint(0, 40, (size, channels, img_size, img_size), generator=generator).float()
         self.images = (base[self.labels] + noise).clamp(0, 255).to(torch.uint8)
         self.classes = [f"class{c}" for c in range(num_classes)]
 

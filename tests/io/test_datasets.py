@@ -197,3 +197,19 @@ def test_classifier_shapes():
     assert sum(p.numel() for p in model.parameters()) < 100_000
     with pytest.raises(ValueError, match=r"\[B, 1 or 3, 32, 32\]"):
         model(torch.zeros(1, 3, 28, 28, dtype=torch.uint8))
+
+
+def test_grey_and_rgba_data_for_models_of_other_channels(tmp_path):
+    from PIL import Image
+
+    grey = FashionMNIST("test", img_size=28, channels=1)
+    images, _ = grey.batch(torch.arange(2))
+    assert images.shape == (2, 1, 28, 28) and torch.equal(images[:, 0], FashionMNIST("test").batch(torch.arange(2))[0][:, 0, 2:30, 2:30])
+    with pytest.raises(ValueError, match="channels must be 1"):
+        FashionMNIST("test", channels=4)
+    (tmp_path / "imgs" / "a").mkdir(parents=True)
+    rgb = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "imgs" / "a" / "x.png")
+    rgba = build_dataset("imagefolder", "train", tmp_path / "imgs", 16, channels=4)[0][0]
+    assert rgba.shape == (4, 16, 16) and torch.equal(rgba[:3], torch.from_numpy(rgb).permute(2, 0, 1)) and (rgba[3] == 255).all()
+    assert build_dataset("imagefolder", "train", tmp_path / "imgs", 16, channels=1)[0][0].shape == (1, 16, 16)
