@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from fractal_ext.cli.animation import CanvasRecorder
 from fractal_ext.cli.common import integer, integer_list, run_or_report, writable_output
 from fractal_ext.cli.sampling_options import (add_model_arguments, add_sampling_arguments, generation_options,
                                               load_the_model, sampling_settings)
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(parser)
     add_sampling_arguments(parser)
     parser.add_argument("--output_dir", required=True, help="where the completions and grid.png go")
+    parser.add_argument("--animate", action="store_true",
+                        help="also write process.gif: the completions after every level-0 step")
     parser.add_argument("--scale", type=integer(1), default=None,
                         help="upscale the grid by this factor, nearest (default: 3 below 64 pixels, else 1)")
     return parser
@@ -111,7 +114,8 @@ def run(args) -> int:
           f"on {args.device}", flush=True)
     start = time.perf_counter()
     images = image.expand(count, -1, -1, -1)
-    completions = complete(model, images, known, labels, **generation_options(args))
+    recorder = CanvasRecorder(model) if args.animate else None
+    completions = complete(model, images, known, labels, on_step=recorder, **generation_options(args))
     seconds = time.perf_counter() - start
     for index, completion in enumerate(completions):
         label = "none" if labels is None else labels[index]
@@ -119,6 +123,8 @@ def run(args) -> int:
     shown = torch.where(known[..., None], image, torch.tensor(UNKNOWN_SHOWN_AS, dtype=torch.uint8))
     rows = torch.stack([torch.stack([image, shown, completion.cpu()]) for completion in completions]).flatten(0, 1)
     grid = save_grid_png(rows, rows=count, path=f"{args.output_dir}/grid.png", scale=scale)
+    if recorder is not None:
+        grid = f"{grid} and {recorder.save(f'{args.output_dir}/process.gif', columns=count, scale=scale)}"
     print(f"wrote {count} completion(s) and {grid} in {seconds:.1f} s")
     return 0
 

@@ -11,6 +11,7 @@ import time
 
 import torch
 
+from fractal_ext.cli.animation import CanvasRecorder
 from fractal_ext.cli.common import integer, integer_list, run_or_report, writable_output
 from fractal_ext.cli.sampling_options import (add_model_arguments, add_sampling_arguments, generation_options,
                                               load_the_model, sampling_settings)
@@ -33,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", default=None, help="the grid PNG (default samples.png without --output_dir)")
     parser.add_argument("--output_dir", default=None, help="write grid.png and one PNG per image here")
     parser.add_argument("--columns", type=integer(1), default=None, help="images per grid row (default: per_class)")
+    parser.add_argument("--animate", default=None, metavar="OUT.gif",
+                        help="also write the generation process: the grid after every level-0 step, as a GIF")
     parser.add_argument("--scale", type=integer(1), default=None,
                         help="upscale the grid by this factor, nearest (default: 3 below 64 pixels, else 1)")
     return parser
@@ -52,6 +55,10 @@ def run(args) -> int:
         image_format(args.output)
     if args.output_dir is not None:
         writable_output(args.output_dir, is_dir=True)
+    if args.animate is not None:
+        writable_output(args.animate)
+        if not args.animate.lower().endswith(".gif"):
+            raise ValueError(f"--animate {args.animate}: the animation is a GIF, the file name must end in .gif")
     model = load_the_model(args)
     classes = args.labels if args.labels is not None else list(range(min(model.num_classes, 10)))
     per_class = args.per_class or (1 if args.labels is not None else 10)
@@ -63,13 +70,16 @@ def run(args) -> int:
     resolved = {**default_sampling_settings(model), **sampling_settings(args)}
     print(f"sampling {len(labels)} images with {resolved} on {args.device}", flush=True)
     start = time.perf_counter()
-    images = generate(model, labels, **generation_options(args))
+    recorder = CanvasRecorder(model) if args.animate else None
+    images = generate(model, labels, on_step=recorder, **generation_options(args))
     seconds = time.perf_counter() - start
     written = []
     if args.output_dir is not None:
         written.append(save_samples(images, labels, args.output_dir, columns))
     if args.output is not None:
         written.append(save_grid_png(images, rows=-(-len(labels) // columns), path=args.output, scale=scale))
+    if recorder is not None:
+        written.append(recorder.save(args.animate, columns, scale))
     print(f"wrote {', '.join(map(str, written))}: {len(labels)} images in {seconds:.1f} s, "
           f"{len(labels) / seconds:.3f} images/s")
     return 0

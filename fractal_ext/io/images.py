@@ -121,3 +121,17 @@ def read_binary_mask(path) -> torch.Tensor:
         values = sorted(set(grey.unique().tolist()) - {0, 255})[:5]
         raise ValueError(f"{path}: a mask must hold only black (0) and white (255) pixels, got also {values}")
     return grey == 255
+
+
+def save_animation(frames_hwc, path, frame_ms: int = 150, last_frame_ms: int = 1500) -> Path:
+    """uint8 frames [H, W, C] -> an animated GIF (alpha dropped), written atomically; the last
+    frame is held longer."""
+    from PIL import Image
+
+    if Path(path).suffix.lower() != ".gif":
+        raise ValueError(f"{path}: an animation is written as a GIF: the file name must end in .gif")
+    frames = [Image.fromarray(frame.cpu().numpy()[..., :3] if frame.shape[-1] >= 3 else frame.cpu().numpy()[..., 0])
+              for frame in frames_hwc]
+    durations = [frame_ms] * (len(frames) - 1) + [last_frame_ms]
+    return write_atomically(path, lambda stream: frames[0].save(
+        stream, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0))

@@ -101,7 +101,7 @@ class FractalGen(nn.Module):
                visualize=False, *, generator: torch.Generator | None = None, greedy: bool = False,
                raster_order: bool = False, implementation: str = "fast", precision: str = "fp32",
                cuda_graphs: bool | None = None, controls: SamplingControls | None = None,
-               known: KnownPixels | None = None):
+               known: KnownPixels | None = None, on_step=None):
         """Official generation entry point: condition list -> normalised images [B, C, H, W].
 
         Keyword-only extras: `generator` for every random choice, `greedy` (most likely token
@@ -111,14 +111,22 @@ class FractalGen(nn.Module):
         "fp32" (what the eager path computes), "bf16" or "fp16" (autocast); `cuda_graphs` of the
         fast path: None (on for CUDA), True or False (see FastSampler.sample). `known` (editing:
         KnownPixels of the B images, fractal_ext.editing makes them): the known pixels are kept and
-        the rest is generated around them; an image with every pixel known comes back as it is."""
+        the rest is generated around them; an image with every pixel known comes back as it is.
+        `on_step(images, generated)`: called after every level-0 step with the canvas: the images
+        so far [B, C, H, W] (normalised) and which of their pixels exist yet [B, H, W] (known or
+        generated; the others hold nothing meaningful). The official `visualize=True` (a live
+        display) is refused: `on_step` is its replacement."""
         if controls is None:
             controls = SamplingControls(generator, greedy, raster_order)
         if fractal_level == 0:
+            if visualize:
+                raise ValueError("visualize=True (the official code's live display) is not supported: pass "
+                                 "on_step=callable(images, generated) to get the canvas after each step, or use "
+                                 "fractal-sample --animate out.gif")
             if implementation == "fast":
                 return self.fast_sampler().sample(cond_list, num_iter_list, cfg, cfg_schedule, temperature,
                                                   filter_threshold, controls, precision=precision,
-                                                  cuda_graphs=cuda_graphs, known=known)
+                                                  cuda_graphs=cuda_graphs, known=known, on_step=on_step)
             if implementation != "eager":
                 raise ValueError(f"implementation must be 'fast' or 'eager', got {implementation!r}")
             validate_sampling_args(self, cond_list, num_iter_list, cfg, cfg_schedule, temperature, filter_threshold)
@@ -136,6 +144,7 @@ class FractalGen(nn.Module):
         return self.generator.sample(
             cond_list, num_iter_list[fractal_level], cfg, cfg_schedule, temperature, filter_threshold,
             next_level_sample_function, visualize, controls=controls, known=known,
+            **({"on_step": on_step} if on_step is not None else {}),
         )
 
     def set_use_fused_ops(self, enabled: bool = True):

@@ -6,7 +6,7 @@ from torch import nn
 
 from fractal_ext import ops
 from fractal_ext.ops import reference
-from fractal_ext.models.known import KnownPixels, mar_editing_orders, unknown_token_counts
+from fractal_ext.models.known import KnownPixels, mar_editing_orders, token_mask_to_pixels, unknown_token_counts
 from fractal_ext.models.layers import ViTBlock, init_linear_and_norm, run_blocks
 from fractal_ext.models.pixel_head import PixelLoss
 from fractal_ext.pixels import IMAGENET
@@ -129,30 +129,36 @@ class MAR(nn.Module):
     @torch.no_grad()
     def sample(self, cond_list, num_iter, cfg, cfg_schedule, temperature, filter_threshold,
                next_level_sample_function, visualize=False, controls: SamplingControls | None = None,
-               known: KnownPixels | None = None):
+               known: KnownPixels | None = None, on_step=None):
         """cond_list (R = 2n rows with CFG) -> images [n, C, H, W]. With `known` (editing), tokens
         whose pixels are all known start unmasked with their true patch; the schedule and the order
         run over each image's unknown tokens only, so images are generated in groups of the same
-        unknown-token count."""
+        unknown-token count. `on_step(images, generated)`: the canvas after every step."""
         controls = controls or SamplingControls()
         guided = float(cfg) != 1.0
         bsz = cond_list[0].shape[0] // 2 if guided else cond_list[0].shape[0]
         if known is None:
             return self._sample_rows(cond_list, num_iter, cfg, cfg_schedule, temperature, filter_threshold,
-                                     next_level_sample_function, controls, None, self.seq_len)
+                                     next_level_sample_function, controls, None, self.seq_len, on_step)
         images = known.pixels.clone()  # images with every pixel known stay as they are
+        generated = known.mask.clone()
         unknown = unknown_token_counts(known.mask, self.patch_size)
         for count in sorted(set(unknown.tolist()) - {0}):
             group = torch.nonzero(unknown == count).flatten()
             rows = torch.cat([group, group + bsz]) if guided else group
+
+            def report(group_images, group_generated, group=group):  # the group's canvas in the batch's
+                images[group], generated[group] = group_images, group_generated
+                on_step(images, generated)
+
             images[group] = self._sample_rows(
                 [c[rows] for c in cond_list], num_iter, cfg, cfg_schedule, temperature, filter_threshold,
-                next_level_sample_function, controls, known.rows(group), count,
+                next_level_sample_function, controls, known.rows(group), count, on_step and report,
             )
         return images
 
     def _sample_rows(self, cond_list, num_iter, cfg, cfg_schedule, temperature, filter_threshold,
-                     next_level_sample_function, controls, known, num_unknown):
+                     next_level_sample_function, controls, known, num_unknown, on_step=None):
         """Images that all have `num_unknown` tokens to generate (all L without `known`)."""
         guided = float(cfg) != 1.0
         device = cond_list[0].device
@@ -200,4 +206,6 @@ class MAR(nn.Module):
             patches[batch_index, token_index] = sampled.reshape(token_index.shape[0], -1).to(patches.dtype)
             mask[batch_index, token_index] = 0.0
             still_masked = keep_masked
+            if on_step is not None:
+                on_step(self.unpatchify(patches), token_mask_to_pixels(mask == 0, self.patch_size))
         return self.unpatchify(patches)

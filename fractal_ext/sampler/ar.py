@@ -6,7 +6,7 @@ import torch
 
 from fractal_ext import ops
 from fractal_ext.models.ar import AR
-from fractal_ext.models.known import KnownPixels
+from fractal_ext.models.known import KnownPixels, token_mask_to_pixels
 from fractal_ext.models.schedules import ar_cfg_schedule
 from fractal_ext.ops import reference
 from fractal_ext.sampler.decode import (attention_on_caches, layer_norm, llama_block_decode, llama_block_weights,
@@ -54,9 +54,8 @@ class FastAR:
                 patches[:, step:end] = known_patches[:, step:end].to(patches.dtype)
                 if end < gen.seq_len:
                     token = self.teacher_force(token, step, end, patches, blocks, caches, run)
-                if self.level == 0 and run.on_top_level_step:
-                    for _ in range(end - step):
-                        run.on_top_level_step()
+                for position in range(step, end):
+                    self.after_top_level_step(patches, position, run)
                 step = end
                 continue
             out = self.decode(token, step, blocks, caches, run)
@@ -68,8 +67,7 @@ class FastAR:
             if step + 1 < gen.seq_len:
                 both_halves = torch.cat([patch, patch]) if run.guided else patch
                 token = layer_norm(gen.patch_emb(both_halves) + pos[step + 1], gen.patch_emb_ln)
-            if self.level == 0 and run.on_top_level_step:
-                run.on_top_level_step()
+            self.after_top_level_step(patches, step, run)
             step += 1
         return ops.unpatchify(patches, gen.patch_size)
 
@@ -83,6 +81,15 @@ class FastAR:
             for index in range(len(blocks))
         ]
         return blocks, caches
+
+    def after_top_level_step(self, patches, position: int, run: SamplingRun):
+        """Level 0: tells the run's callback that the patch at `position` is done (raster order:
+        every position up to it is)."""
+        if self.level == 0 and run.on_top_level_step:
+            gen = self.gen
+            done = (torch.arange(gen.seq_len, device=patches.device) <= position).expand(patches.shape[0], -1)
+            run.on_top_level_step(lambda: (ops.unpatchify(patches, gen.patch_size),
+                                           token_mask_to_pixels(done, gen.patch_size)))
 
     def teacher_force(self, token, start: int, end: int, patches, blocks, caches, run: SamplingRun):
         """Positions [start, end) hold known patches in every row (`patches` has them), and an

@@ -43,7 +43,7 @@ class FastSampler:
     def sample(self, cond_list, num_iter_list, cfg, cfg_schedule, temperature, filter_threshold,
                controls: SamplingControls | None = None, on_top_level_step=None, precision: str = "fp32",
                cuda_graphs: bool | None = None, paths: ComputePaths | None = None,
-               known: KnownPixels | None = None) -> torch.Tensor:
+               known: KnownPixels | None = None, on_step=None) -> torch.Tensor:
         """`precision`: "fp32" computes what the eager path computes; "bf16" / "fp16" run the
         matmuls under autocast (as the official code does on GPU), keeping the fp32 islands of the
         modules (RMSNorm, MAR attention logits, output logits, sampling). `cuda_graphs`: replay
@@ -51,7 +51,9 @@ class FastSampler:
         CUDA graphs (None: on for CUDA when this build has the CUDA kernels). `paths`: the
         implementations to take (default: chosen from the device, precision and cuda_graphs;
         tests pass others to run a GPU's path on the CPU). `known`: an editing run (see
-        FractalGen.sample); the mask is read on the host once, here, before any step."""
+        FractalGen.sample); the mask is read on the host once, here, before any step. `on_step`:
+        called after every level-0 step with the canvas (see FractalGen.sample); without it (and
+        without `on_top_level_step`, the progress hook) no step computes or reads one."""
         validate_sampling_args(self.model, cond_list, num_iter_list, cfg, cfg_schedule, temperature, filter_threshold)
         if precision not in AUTOCAST_DTYPES:
             raise ValueError(f"precision must be one of {sorted(AUTOCAST_DTYPES)}, got {precision!r}")
@@ -61,6 +63,14 @@ class FastSampler:
             editing = EditingPlan.from_mask(known.mask, self.model.config.img_size_list)
             if not any(editing.top_level_counts):
                 return known.pixels.clone()  # every pixel known: nothing to generate
+        if on_step is not None:
+            progress = on_top_level_step
+
+            def on_top_level_step(canvas):
+                on_step(*canvas())
+                if progress:
+                    progress(canvas)
+
         conds = torch.stack(list(cond_list[: self.model.config.num_conds]))
         paths = paths or choose_paths(conds.device, precision, cuda_graphs)
         graphs = StepGraphs(paths.step_graph)

@@ -1,4 +1,6 @@
 """Labels in, images out: the convenience API over the fast sampler (and `FractalGen.sample`)."""
+from functools import partial
+
 import torch
 
 from fractal_ext.models import FractalGen, default_sampling_settings
@@ -10,15 +12,18 @@ from fractal_ext.settings import SamplingControls
 def generate(model: FractalGen, labels, *, batch_size: int = 16, output: str = "uint8",
              generator: torch.Generator | None = None, greedy: bool = False, raster_order: bool = False,
              implementation: str = "fast", precision: str = "fp32", cuda_graphs: bool | None = None,
-             progress: bool = False, known: KnownPixels | None = None, **settings) -> torch.Tensor:
+             progress: bool = False, known: KnownPixels | None = None, on_step=None, **settings) -> torch.Tensor:
     """Class labels -> images, in chunks of `batch_size` labels (CFG doubles each chunk's rows).
 
     `labels` None: unconditional images (the `fake_latent` condition, no guidance), as many as
     `known` holds. `known` (editing, fractal_ext.editing.complete builds it): one image's known
-    pixels per label; they are kept and the rest is generated around them.
+    pixels per label; they are kept and the rest is generated around them. `on_step(first, images,
+    generated)`: after every level-0 step of a chunk, its canvas (see FractalGen.sample) and the
+    index of the chunk's first image.
 
     `settings` override the model's defaults (`num_iter_list`, `cfg`, `cfg_schedule`,
-    `temperature`, `filter_threshold`). `output`: "uint8" -> [B, H, W, C] uint8, "normalised" ->
+    `temperature`: it multiplies the logits, as in the official code, so above 1 is sharper and
+    below 1 noisier; `filter_threshold`). `output`: "uint8" -> [B, H, W, C] uint8, "normalised" ->
     [B, C, H, W] float as `model.sample` returns. `progress` shows a bar over the level-0 steps.
     `precision` ("fp32", "bf16", "fp16") applies to the fast path; "auto" is fp16 on CUDA (the
     official evaluation samples under fp16 autocast), else fp32.
@@ -59,15 +64,16 @@ def generate(model: FractalGen, labels, *, batch_size: int = 16, output: str = "
         else:
             cond_list = model.build_cond_list(labels[chunk], args["cfg"])
         known_chunk = None if known is None else KnownPixels(known.pixels[chunk], known.mask[chunk])
+        chunk_step = None if on_step is None else partial(on_step, chunk.start)
         if implementation == "fast":
             images.append(model.fast_sampler().sample(
                 cond_list, args["num_iter_list"], args["cfg"], args["cfg_schedule"], args["temperature"],
-                args["filter_threshold"], controls, on_top_level_step=bar.update if bar else None,
-                precision=precision, cuda_graphs=cuda_graphs, known=known_chunk))
+                args["filter_threshold"], controls, on_top_level_step=(lambda canvas: bar.update()) if bar else None,
+                precision=precision, cuda_graphs=cuda_graphs, known=known_chunk, on_step=chunk_step))
         else:
             images.append(model.sample(cond_list, args["num_iter_list"], args["cfg"], args["cfg_schedule"],
                                        args["temperature"], args["filter_threshold"], controls=controls,
-                                       implementation=implementation, known=known_chunk))
+                                       implementation=implementation, known=known_chunk, on_step=chunk_step))
             if bar:
                 bar.update(_top_level_steps(model, args))
     if bar:

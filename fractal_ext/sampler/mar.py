@@ -7,7 +7,7 @@ from functools import partial
 import torch
 
 from fractal_ext import ops
-from fractal_ext.models.known import KnownPixels, MarEditingSchedule, mar_editing_orders
+from fractal_ext.models.known import KnownPixels, MarEditingSchedule, mar_editing_orders, token_mask_to_pixels
 from fractal_ext.models.mar import MAR
 from fractal_ext.models.schedules import mar_schedule
 from fractal_ext.ops.reference import grid_side
@@ -90,7 +90,8 @@ class FastMAR:
             patches[batch_index, write_index] = sampled.reshape(write_index.shape[0], -1).to(patches.dtype)
             masked[batch_index, write_index] = False
             if self.level == 0 and run.on_top_level_step:
-                run.on_top_level_step()
+                run.on_top_level_step(lambda: (ops.unpatchify(patches[:, :seq_len].contiguous(), gen.patch_size),
+                                               token_mask_to_pixels(~masked[:, :seq_len, 0], gen.patch_size)))
         return ops.unpatchify(patches[:, :seq_len].contiguous(), gen.patch_size)
 
     def step_tokens(self, cfg, cfg_schedule, run: SamplingRun, orders, token_known):

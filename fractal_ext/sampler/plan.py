@@ -88,7 +88,10 @@ class SamplingRun:
     controls: SamplingControls
     guided: bool  # rows come in (conditional, unconditional) halves at every level
     paths: ComputePaths = field(default_factory=ComputePaths)
-    on_top_level_step: Callable[[], None] | None = None  # progress callback of level 0
+    # Called after each level-0 step with a function that returns the canvas then: (images
+    # [n, C, H, W] normalised, generated [n, H, W] bool: known or generated so far). Computed only
+    # when asked for: a progress bar never pays for it.
+    on_top_level_step: Callable[[Callable[[], tuple]], None] | None = None
     graphs: StepGraphs = field(default_factory=StepGraphs)  # the run's replayed steps, by key
     prepared: dict = field(default_factory=dict)  # derived once per run (reordered weights), by key
     editing: EditingPlan | None = None  # an editing run's host-side knowledge of the mask
