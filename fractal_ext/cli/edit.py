@@ -18,8 +18,8 @@ import torch
 
 from fractal_ext.cli.animation import CanvasRecorder
 from fractal_ext.cli.common import integer, integer_list, run_or_report, writable_output
-from fractal_ext.cli.sampling_options import (add_model_arguments, add_sampling_arguments, generation_options,
-                                              load_the_model, sampling_settings)
+from fractal_ext.cli.sampling_options import (add_grid_scale_argument, add_model_arguments, add_sampling_arguments,
+                                              generation_options, grid_scale, load_the_model, sampling_settings)
 from fractal_ext.editing import border_mask, box_mask, centre_crop_mask, complete
 from fractal_ext.io.images import read_binary_mask, read_image, save_grid_png, save_png
 from fractal_ext.models import default_sampling_settings
@@ -45,8 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output_dir", required=True, help="where the completions and grid.png go")
     parser.add_argument("--animate", action="store_true",
                         help="also write process.gif: the completions after every level-0 step")
-    parser.add_argument("--scale", type=integer(1), default=None,
-                        help="upscale the grid by this factor, nearest (default: 3 below 64 pixels, else 1)")
+    add_grid_scale_argument(parser)
     return parser
 
 
@@ -109,7 +108,7 @@ def run(args) -> int:
         labels = [label for label in args.labels for _ in range(args.per_label)]
         model.check_labels(torch.tensor(labels))
         count = len(labels)
-    scale = args.scale or (3 if size < 64 else 1)
+    scale = grid_scale(args, size)
     print(f"completing {count} image(s), {int((~known).sum())} of {size * size} pixels each, with {settings} "
           f"on {args.device}", flush=True)
     start = time.perf_counter()

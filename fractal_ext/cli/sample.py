@@ -13,8 +13,8 @@ import torch
 
 from fractal_ext.cli.animation import CanvasRecorder
 from fractal_ext.cli.common import integer, integer_list, run_or_report, writable_output
-from fractal_ext.cli.sampling_options import (add_model_arguments, add_sampling_arguments, generation_options,
-                                              load_the_model, sampling_settings)
+from fractal_ext.cli.sampling_options import (add_grid_scale_argument, add_model_arguments, add_sampling_arguments,
+                                              generation_options, grid_scale, load_the_model, sampling_settings)
 from fractal_ext.io.images import grid_shape, image_format, save_grid_png, save_samples
 from fractal_ext.models import default_sampling_settings
 from fractal_ext.sampler import generate
@@ -36,8 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--columns", type=integer(1), default=None, help="images per grid row (default: per_class)")
     parser.add_argument("--animate", default=None, metavar="OUT.gif",
                         help="also write the generation process: the grid after every level-0 step, as a GIF")
-    parser.add_argument("--scale", type=integer(1), default=None,
-                        help="upscale the grid by this factor, nearest (default: 3 below 64 pixels, else 1)")
+    add_grid_scale_argument(parser)
     return parser
 
 
@@ -65,7 +64,7 @@ def run(args) -> int:
     labels = [label for label in classes for _ in range(per_class)]
     columns = args.columns or per_class
     size = model.config.img_size_list[0]
-    scale = args.scale or (3 if size < 64 else 1)
+    scale = grid_scale(args, size)
     grid_shape(len(labels), size, size, columns, scale=scale if args.output is not None else 1)  # before the work
     resolved = {**default_sampling_settings(model), **sampling_settings(args)}
     print(f"sampling {len(labels)} images with {resolved} on {args.device}", flush=True)

@@ -42,6 +42,15 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CPU threads (default 1: 2.1x faster than 2 when the other core is busy, 14%% slower on idle cores)")
 
 
+def add_grid_scale_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scale", type=integer(1), default=None,
+                        help="upscale the grid by this factor, nearest (default: 3 below 64 pixels, else 1)")
+
+
+def grid_scale(args, image_size: int) -> int:
+    return args.scale or (3 if image_size < 64 else 1)
+
+
 def load_the_model(args):
     return load_model(args.checkpoint, model_name=args.model, device=args.device,
                       verify=not args.skip_checkpoint_checks)

@@ -103,6 +103,8 @@ class FractalGen(nn.Module):
                cuda_graphs: bool | None = None, controls: SamplingControls | None = None,
                known: KnownPixels | None = None, on_step=None):
         """Official generation entry point: condition list -> normalised images [B, C, H, W].
+        `temperature` multiplies the logits, as in the official code: above 1 is sharper, below 1
+        noisier.
 
         Keyword-only extras: `generator` for every random choice, `greedy` (most likely token
         instead of a draw), `raster_order` (MAR order 0..L-1 instead of a random one), and
