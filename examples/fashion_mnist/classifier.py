@@ -14,8 +14,9 @@ GREY_MEAN, GREY_STD = 0.286, 0.353  # Fashion-MNIST pixel statistics (0..1 scale
 
 
 class FashionClassifier(nn.Module):
-    """uint8 images [B, 3, 32, 32] (grey repeated, as fractal_ext.io.datasets.FashionMNIST gives them, or
-    generated samples) -> logits [B, 10]. Colour input is averaged to grey."""
+    """uint8 images [B, 1 or 3, 32, 32] (grey repeated, as fractal_ext.io.datasets.FashionMNIST gives them, or
+    generated samples; 28x28 images are zero-padded to 32x32 first) -> logits [B, 10]. Colour input is
+    averaged to grey."""
 
     def __init__(self, num_classes: int = 10):
         super().__init__()
@@ -27,8 +28,10 @@ class FashionClassifier(nn.Module):
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(64 * 4 * 4, num_classes))
 
     def forward(self, images_u8: torch.Tensor) -> torch.Tensor:
+        if images_u8.dim() == 4 and images_u8.shape[-2:] == (28, 28):  # the data's own size: padded as in training
+            images_u8 = torch.nn.functional.pad(images_u8, (2, 2, 2, 2))
         if images_u8.dim() != 4 or images_u8.shape[1] not in (1, 3) or images_u8.shape[-2:] != (32, 32):
-            raise ValueError(f"images must be [B, 1 or 3, 32, 32], got {tuple(images_u8.shape)}")
+            raise ValueError(f"images must be [B, 1 or 3, 32 or 28, 32 or 28], got {tuple(images_u8.shape)}")
         grey = images_u8.float().mean(dim=1, keepdim=True) / 255
         return self.head(self.features((grey - GREY_MEAN) / GREY_STD))
 

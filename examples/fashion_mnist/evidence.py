@@ -23,24 +23,23 @@ from examples.fashion_mnist.baselines import PixelHistogram  # noqa: E402
 from fractal_ext.io.checkpoints import load_model  # noqa: E402
 from examples.fashion_mnist.classifier import DEFAULT_CLASSIFIER, load_classifier  # noqa: E402
 from fractal_ext.cli.common import integer, integer_list, seed, writable_output  # noqa: E402
-from fractal_ext.models.registry import NAMED_SAMPLING, SHIPPED_MODEL, SHIPPED_MODEL_NAME  # noqa: E402
-from fractal_ext.io.datasets import FASHION_MNIST_CLASSES, FashionMNIST, iterate_batches, normalise  # noqa: E402
+from fractal_ext.models.registry import SHIPPED_MODEL, default_sampling_settings  # noqa: E402
+from fractal_ext.io.datasets import FASHION_MNIST_CLASSES, FashionMNIST, iterate_batches  # noqa: E402
 from fractal_ext.evaluation import dataset_bits_per_dim  # noqa: E402
 from fractal_ext.io.images import save_grid_png  # noqa: E402
 from fractal_ext.sampler import generate  # noqa: E402
 
 
 def main(argv=None):
-    sampling = NAMED_SAMPLING[SHIPPED_MODEL_NAME]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_path", default=str(SHIPPED_MODEL))
     parser.add_argument("--classifier_path", default=str(DEFAULT_CLASSIFIER))
     parser.add_argument("--num_test", type=integer(1), default=1000, help="test images for the model's bits/dim (first N)")
     parser.add_argument("--num_passes", type=integer(1), default=None, help="default 10 for MAR models (official)")
     parser.add_argument("--per_class", type=integer(1), default=30, help="generated samples per class")
-    parser.add_argument("--cfg", type=float, default=sampling["cfg"])
-    parser.add_argument("--temperature", type=float, default=sampling["temperature"])
-    parser.add_argument("--num_iter_list", type=integer_list, default=list(sampling["num_iter_list"]))
+    parser.add_argument("--cfg", type=float, default=None, help="default: the model's sampling settings")
+    parser.add_argument("--temperature", type=float, default=None, help="default: the model's sampling settings")
+    parser.add_argument("--num_iter_list", type=integer_list, default=None, help="default: the model's sampling settings")
     parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument("--grid", default=None, help="also write the generated samples as a PNG grid")
     parser.add_argument("--threads", type=integer(1), default=1,
@@ -53,17 +52,23 @@ def main(argv=None):
     start = time.time()
 
     model = load_model(args.model_path)
-    train, test = FashionMNIST("train"), FashionMNIST("test")
-    batches = (normalise(images) for images, _ in iterate_batches(test, 100, args.num_test))
+    sampling = default_sampling_settings(model)
+    for name in ("cfg", "temperature", "num_iter_list"):
+        if getattr(args, name) is None:
+            setattr(args, name, sampling[name])
+    size, channels = model.config.img_size_list[0], model.config.channels
+    train = FashionMNIST("train", img_size=size, channels=channels)
+    test = FashionMNIST("test", img_size=size, channels=channels)
+    batches = (model.normalisation.normalise(images) for images, _ in iterate_batches(test, 100, args.num_test))
     nll = dataset_bits_per_dim(model, batches, args.num_passes, torch.Generator().manual_seed(args.seed), progress=True)
     results["model_bits_per_dim"] = nll["bits_per_dim"]
     results["model_bits_per_dim_images"] = nll["images"]
     results["model_bits_per_dim_passes"] = nll["num_passes"]
 
-    for channels in ("tied", "independent"):
-        histogram = PixelHistogram(32, 32, channels).fit(iterate_batches(train, 5000))
-        results[f"histogram_{channels}_bits_per_dim"] = histogram.bits_per_dim(iterate_batches(test, 1000, args.num_test))
-        results[f"histogram_{channels}_bits_per_dim_full_test"] = histogram.bits_per_dim(iterate_batches(test, 1000))
+    for channels_kind in ("tied", "independent"):
+        histogram = PixelHistogram(size, size, channels_kind, image_channels=channels).fit(iterate_batches(train, 5000))
+        results[f"histogram_{channels_kind}_bits_per_dim"] = histogram.bits_per_dim(iterate_batches(test, 1000, args.num_test))
+        results[f"histogram_{channels_kind}_bits_per_dim_full_test"] = histogram.bits_per_dim(iterate_batches(test, 1000))
 
     classifier = load_classifier(args.classifier_path)
     images, labels = test.batch(torch.arange(len(test)))
@@ -73,7 +78,7 @@ def main(argv=None):
     samples = generate(model, requested, batch_size=50, generator=torch.Generator().manual_seed(args.seed),
                        progress=True, num_iter_list=tuple(args.num_iter_list), cfg=args.cfg,
                        cfg_schedule=sampling["cfg_schedule"], temperature=args.temperature,
-                       filter_threshold=sampling["filter_threshold"])  # uint8 [N, H, W, 3]
+                       filter_threshold=sampling["filter_threshold"])  # uint8 [N, H, W, C]
     predicted = classifier.predict(samples.permute(0, 3, 1, 2))
     results["sample_agreement"] = float((predicted == requested).float().mean())
     results["sample_agreement_per_class"] = {
