@@ -188,6 +188,10 @@ def test_pixel_histogram_bits_per_dim():
     colour[:, 1] = 7
     with pytest.raises(ValueError, match="grey images"):
         tied.bits_per_dim([colour])
+    grey = PixelHistogram(2, 2, "independent", alpha=0.0, image_channels=1).fit([images[:, :1]])
+    assert grey.bits_per_dim([images[:, :1]]) == pytest.approx(1.0)  # the tied model's bits over one plane
+    with pytest.raises(ValueError, match=r"uint8 \[B, 1, H, W\]"):
+        grey.bits_per_dim([images])
 
 
 def test_classifier_shapes():
@@ -195,8 +199,11 @@ def test_classifier_shapes():
     assert model(torch.zeros(5, 3, 32, 32, dtype=torch.uint8)).shape == (5, 10)
     assert model.predict(torch.zeros(3, 3, 32, 32, dtype=torch.uint8)).shape == (3,)
     assert sum(p.numel() for p in model.parameters()) < 100_000
-    with pytest.raises(ValueError, match=r"\[B, 1 or 3, 32, 32\]"):
-        model(torch.zeros(1, 3, 28, 28, dtype=torch.uint8))
+    padded = torch.zeros(2, 1, 32, 32, dtype=torch.uint8)
+    padded[:, :, 2:30, 2:30] = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)
+    assert torch.equal(model.eval()(padded[:, :, 2:30, 2:30]), model(padded))  # 28x28 is padded as in training
+    with pytest.raises(ValueError, match=r"\[B, 1 or 3, 32 or 28, 32 or 28\]"):
+        model(torch.zeros(1, 3, 30, 30, dtype=torch.uint8))
 
 
 def test_grey_and_rgba_data_for_models_of_other_channels(tmp_path):
