@@ -104,7 +104,10 @@ def registered_name(config: FractalConfig, names=None) -> str | None:
     """The named configuration whose architecture `config` has (any class count or dropout), or None.
     `names` restricts the search (default: every named configuration)."""
     for name in names or NAMED_CONFIGS:
-        named = FractalConfig(**{**config.constructor_kwargs(), **NAMED_CONFIGS[name]})
+        # Dropout, class count and training knobs come from `config`; the pixels from the named
+        # configuration (3 channels, ImageNet, where it says nothing).
+        pixels = dict(channels=3, pixel_mean=None, pixel_std=None)
+        named = FractalConfig(**{**config.constructor_kwargs(), **pixels, **NAMED_CONFIGS[name]})
         if named.architecture() == config.architecture():
             return name
     return None

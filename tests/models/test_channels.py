@@ -37,6 +37,15 @@ def test_fast_path_equals_eager_path_on_greedy_raster_samples(kind, channels):
     assert torch.equal(edited["fast"][mask], images[mask])
 
 
+def test_a_grey_model_of_a_named_architecture_is_not_that_model():
+    from fractal_ext.models import build_model
+    from fractal_ext.models.registry import registered_name
+
+    assert registered_name(build_model("fractalmar_fmnist32").config) == "fractalmar_fmnist32"
+    assert registered_name(build_model("fractalmar_fmnist32", channels=1).config) is None
+    assert registered_name(build_model("fractalmar_fmnist28_grey").config) == "fractalmar_fmnist28_grey"
+
+
 def test_uint8_round_trip_uses_the_models_normalisation():
     model = tiny("mar", 1)
     pixels = torch.arange(256, dtype=torch.uint8).reshape(4, 1, 8, 8)
