@@ -102,16 +102,16 @@ class AR(nn.Module):
                 ).reshape(bsz, -1)
             else:
                 next_patch = known_patches[:, step].clone()
-                todo = torch.nonzero(~token_known[:, step]).flatten()
-                if todo.numel():
-                    rows = torch.cat([todo, todo + bsz]) if guided else todo
+                to_generate = torch.nonzero(~token_known[:, step]).flatten()
+                if to_generate.numel():
+                    rows = torch.cat([to_generate, to_generate + bsz]) if guided else to_generate
                     generated = next_level_sample_function(
                         cond_list=[cond_next[rows]], cfg=cfg_per_step[step], temperature=temperature,
                         filter_threshold=filter_threshold, controls=controls,
-                        known=KnownPixels.from_tokens(known_patches[todo, step], pixel_mask[todo, step],
+                        known=KnownPixels.from_tokens(known_patches[to_generate, step], pixel_mask[to_generate, step],
                                                       self.patch_size),
                     )
-                    next_patch[todo] = generated.reshape(todo.shape[0], -1)
+                    next_patch[to_generate] = generated.reshape(to_generate.shape[0], -1)
             patches[:, step] = next_patch
             if on_step is not None:
                 done = (torch.arange(self.seq_len, device=patches.device) <= step).expand(bsz, -1)
