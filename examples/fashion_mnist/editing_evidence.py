@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 import torch  # noqa: E402
 
-from examples.fashion_mnist.classifier import DEFAULT_CLASSIFIER, load_classifier  # noqa: E402
+from fractal_ext.evaluation.fashion_classifier import DEFAULT_CLASSIFIER, load_classifier  # noqa: E402
 from fractal_ext.cli.common import integer, seed, writable_output  # noqa: E402
 from fractal_ext.editing import box_mask, complete, lower_half_mask  # noqa: E402
 from fractal_ext.io.checkpoints import load_model  # noqa: E402

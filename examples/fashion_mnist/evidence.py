@@ -21,7 +21,7 @@ import torch  # noqa: E402
 
 from examples.fashion_mnist.baselines import PixelHistogram  # noqa: E402
 from fractal_ext.io.checkpoints import load_model  # noqa: E402
-from examples.fashion_mnist.classifier import DEFAULT_CLASSIFIER, load_classifier  # noqa: E402
+from fractal_ext.evaluation.fashion_classifier import DEFAULT_CLASSIFIER, load_classifier  # noqa: E402
 from fractal_ext.cli.common import integer, integer_list, seed, writable_output  # noqa: E402
 from fractal_ext.models.registry import SHIPPED_MODEL, default_sampling_settings  # noqa: E402
 from fractal_ext.io.datasets import FASHION_MNIST_CLASSES, FashionMNIST, iterate_batches  # noqa: E402

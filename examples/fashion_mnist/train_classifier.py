@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 import torch  # noqa: E402
 
-from examples.fashion_mnist.classifier import DEFAULT_CLASSIFIER, FashionClassifier, save_classifier  # noqa: E402
+from fractal_ext.evaluation.fashion_classifier import DEFAULT_CLASSIFIER, FashionClassifier, save_classifier  # noqa: E402
 from fractal_ext.cli.common import integer, number, seed, writable_output  # noqa: E402
 from fractal_ext.io.datasets import FashionMNIST  # noqa: E402
 

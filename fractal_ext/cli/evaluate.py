@@ -1,4 +1,5 @@
-"""`fractal-eval`: the unconditional NLL in bits per dimension of a model over a dataset split.
+"""`fractal-eval`: the unconditional NLL in bits per dimension of a model over a dataset split;
+`fractal-eval generation ...`: sample quality (FID, IS, precision / recall; see its --help).
 
     fractal-eval --model_path fractal_ext/assets/fractalmar_fmnist32.safetensors --split test
     fractal-eval --model_path checkpoint-last.pth --model fractalmar_in64 \
@@ -41,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["generation"]:  # the sample-quality mode (FID, IS, precision / recall)
+        from fractal_ext.cli import evaluate_generation
+
+        return evaluate_generation.main(argv[1:])
     parser = build_parser()
     return run_or_report(parser, run, parser.parse_args(argv))
 

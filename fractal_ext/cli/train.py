@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--attn_dropout", type=number(0, maximum=1, below=True), default=None, help="default: the config's")
     model.add_argument("--proj_dropout", type=number(0, maximum=1, below=True), default=None, help="default: the config's")
     model.add_argument("--grad_checkpointing", action="store_true")
+    model.add_argument("--ops", choices=("fused", "reference"), default="fused",
+                       help="patchify and the MAR neighbour gathering: fractal_ext's fused operators (default) "
+                            "or their eager PyTorch references (the official computation; same results, slower)")
 
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--batch_size", type=integer(1), default=64, help="per process; effective = batch_size * world size")

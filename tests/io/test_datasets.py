@@ -14,7 +14,7 @@ import torch
 
 from fractal_ext.io import datasets as data
 from examples.fashion_mnist.baselines import PixelHistogram
-from examples.fashion_mnist.classifier import FashionClassifier
+from fractal_ext.evaluation.fashion_classifier import FashionClassifier
 from fractal_ext.io.datasets import (FASHION_MNIST_DIR, DatasetError, FashionMNIST, ImageFolder, adm_center_crop,
                               build_dataset, iterate_batches, normalise, read_idx)
 from fractal_ext.training import train

@@ -46,10 +46,8 @@ def test_shipped_model_and_sample_script(tmp_path):
     assert out.is_file() and "2 images in" in result.stdout
 
 
-@pytest.mark.skipif(not (ROOT / "examples" / "fashion_mnist" / "fmnist_classifier.safetensors").is_file(),
-                    reason="classifier not present")
 def test_shipped_classifier_loads():
-    from examples.fashion_mnist.classifier import load_classifier
+    from fractal_ext.evaluation.fashion_classifier import load_classifier
 
     classifier = load_classifier()
     assert classifier.predict(torch.zeros(2, 3, 32, 32, dtype=torch.uint8)).shape == (2,)

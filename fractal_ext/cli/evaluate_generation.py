@@ -1,0 +1,187 @@
+"""`fractal-eval generation`: sample quality of a model: class-balanced samples in resumable
+shards, then FID, Inception Score and precision / recall against a reference set, as one JSON
+line (also written to OUTPUT_DIR/metrics.json and appended to OUTPUT_DIR/evaluation.log) and a grid
+of the first samples (OUTPUT_DIR/samples.png).
+
+    fractal-eval generation --num_images 10000 --output_dir runs/fid --reference fashion_mnist:test
+    torchrun --nproc_per_node=4 python/evaluate.py generation --model_path fractalmar_in64.pth \\
+        --model fractalmar_in64 --num_images 50000 --output_dir runs/in64 --reference adm_in64_stats.npz
+    fractal-eval generation --score_only --output_dir runs/fid --reference fashion_mnist:test
+
+Every process samples its share of fixed chunks (the images do not depend on the number of
+processes); a run that is stopped continues where it was when started again with the same command.
+Feature spaces: `inception` (the FID Inception, from a local file: --inception_path) and, for
+Fashion-MNIST models, `classifier` (the shipped domain classifier's features). docs/evaluation.md.
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from fractal_ext.cli.common import integer, run_or_report, writable_output
+from fractal_ext.cli.sampling_options import add_model_arguments, add_sampling_arguments, load_the_model
+from fractal_ext.evaluation import shards
+from fractal_ext.evaluation.reference import DATASET_PREFIXES, DEFAULT_CACHE_DIR, dataset_images, load_statistics_file
+
+FEATURE_SPACES = ("inception", "classifier")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fractal-eval generation", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(parser)
+    add_sampling_arguments(parser)  # --batch_size is the chunk size: the images of one shard, sampled together
+    parser.add_argument("--num_images", type=integer(1), default=None,
+                        help="samples in all, a multiple of the number of classes (required unless --score_only)")
+    parser.add_argument("--output_dir", required=True, help="the shards, run.json, metrics.json, samples.png")
+    parser.add_argument("--reference", default="fashion_mnist:test",
+                        help="an .npz of mu and sigma (the official statistics files), fashion_mnist:train|test, "
+                             "or folder:PATH (class sub-folders of images); default fashion_mnist:test")
+    parser.add_argument("--num_reference", type=integer(2), default=None, help="first N images of a dataset reference")
+    parser.add_argument("--feature_spaces", default=None,
+                        help="comma-separated from inception, classifier (default: both for 10-class 28x28 or "
+                             "32x32 models, else inception)")
+    parser.add_argument("--inception_path", default=None, help="the FID Inception TorchScript file (default_1.pt)")
+    parser.add_argument("--classifier_path", default=None, help="the Fashion-MNIST classifier (default: the shipped one)")
+    parser.add_argument("--cache_dir", default=str(DEFAULT_CACHE_DIR), help="cached statistics of dataset references")
+    parser.add_argument("--grid", type=integer(0), default=100, help="samples in samples.png (0: none)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--score_only", action="store_true",
+                      help="score the shards of a finished run (run.json says what they are); no model needed")
+    mode.add_argument("--sample_only", action="store_true",
+                      help="sample the shards and stop (score them later, or elsewhere, with --score_only)")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    return run_or_report(parser, run, parser.parse_args(argv))
+
+
+def run(args) -> int:
+    from fractal_ext.training.distributed import cleanup, init_distributed
+
+    torch.set_num_threads(args.threads)
+    info = init_distributed(args.device)
+    args.device = str(info.device)  # cuda:LOCAL_RANK under torchrun
+    try:
+        return _run(args, info)
+    finally:
+        cleanup(info)
+
+
+def _run(args, info) -> int:
+    from fractal_ext.sampler import generate  # noqa: F401  (fails here, before any work, if the sampler cannot load)
+    from fractal_ext.training.distributed import barrier
+
+    output_dir = writable_output(args.output_dir, is_dir=True)
+    model, sampling_seconds, sampled = None, 0.0, 0
+    if args.score_only:
+        recorded = shards.read_run(output_dir)
+        if recorded is None:
+            raise ValueError(f"--score_only: {output_dir} has no {shards.RUN_FILE}; it holds no run to score")
+        run_description = shards.GenerationRun(**recorded)
+    else:
+        if args.num_images is None:
+            raise ValueError("--num_images is required (unless --score_only)")
+        model = load_the_model(args)
+        run_description = shards.describe_run(model, args.num_images, args.batch_size, args.seed, _settings(model, args),
+                                              dict(greedy=args.greedy, raster_order=args.raster_order,
+                                                   implementation=args.implementation, precision=args.precision))
+    height, _, channels = run_description.image_shape
+    spaces = []
+    if not args.sample_only:
+        spaces = _feature_spaces(args, run_description, info.device)  # a missing network fails here, before sampling
+        _check_reference(args, spaces, height, channels)
+    if not args.score_only:
+        shards.claim_folder(output_dir, run_description)
+        start = time.perf_counter()
+        done = shards.sample_chunks(model, run_description, output_dir, info.rank, info.world_size,
+                                    cuda_graphs={"auto": None, "on": True, "off": False}[args.cuda_graphs])
+        sampling_seconds = time.perf_counter() - start
+        sampled = sum(len(run_description.chunk_images(chunk)) for chunk in done)
+        barrier(info)
+    if args.sample_only:
+        if info.is_main:
+            print(json.dumps(dict(output_dir=str(output_dir), num_images=run_description.num_images,
+                                  sampled_images=sampled, sampling_seconds=round(sampling_seconds, 1))), flush=True)
+        return 0
+    if not info.is_main:
+        return 0
+    return _score(args, run_description, spaces, output_dir, sampled, sampling_seconds)
+
+
+def _settings(model, args) -> dict:
+    from fractal_ext.cli.sampling_options import sampling_settings
+    from fractal_ext.models import default_sampling_settings
+
+    settings = {**default_sampling_settings(model), **sampling_settings(args)}
+    return {key: (list(value) if isinstance(value, tuple) else value) for key, value in settings.items()}
+
+
+def _feature_spaces(args, run_description, device) -> list:
+    from fractal_ext.evaluation.features import ClassifierFeatures, InceptionFeatures
+
+    height, _, _ = run_description.image_shape
+    fashion_like = run_description.class_num == 10 and height in (28, 32)
+    names = (args.feature_spaces.split(",") if args.feature_spaces
+             else ["inception", "classifier"] if fashion_like else ["inception"])
+    unknown = [name for name in names if name not in FEATURE_SPACES]
+    if unknown or not names:
+        raise ValueError(f"--feature_spaces: unknown {unknown}; choose from {', '.join(FEATURE_SPACES)}")
+    if "classifier" in names and not fashion_like:
+        raise ValueError("--feature_spaces classifier: the Fashion-MNIST classifier takes 10-class 28x28 or 32x32 "
+                         f"images; this run has {run_description.class_num} classes of {height}x{height}")
+    return [InceptionFeatures(args.inception_path, device) if name == "inception"
+            else ClassifierFeatures(args.classifier_path, device) for name in names]
+
+
+def _check_reference(args, spaces, img_size: int, channels: int) -> None:
+    """A statistics file of the wrong shape or dimension, or a dataset reference that cannot be read,
+    is refused before any sampling."""
+    if not args.reference.startswith(DATASET_PREFIXES):
+        for space in spaces:
+            load_statistics_file(args.reference, space.dim)
+        if "classifier" in [space.name for space in spaces]:
+            raise ValueError("a statistics file holds statistics of one feature space; score the classifier space "
+                             "against a dataset reference (fashion_mnist:test) or pass --feature_spaces inception")
+    else:
+        dataset_images(args.reference, img_size, channels, limit=2)
+
+
+def _score(args, run_description, spaces, output_dir: Path, sampled: int, sampling_seconds: float) -> int:
+    from fractal_ext.evaluation.quality import score_images
+    from fractal_ext.evaluation.reference import reference_set
+    from fractal_ext.io.atomic import write_atomically
+    from fractal_ext.io.images import save_grid_png
+
+    images, _ = shards.load_samples(output_dir, run_description)
+    height, _, channels = run_description.image_shape
+    result = dict(output_dir=str(output_dir), num_images=len(images), settings=run_description.settings,
+                  seed=run_description.seed)
+    if sampled:
+        result.update(sampled_images=sampled, sampling_seconds=round(sampling_seconds, 1),
+                      images_per_s=round(sampled / sampling_seconds, 3))
+    start = time.perf_counter()
+    for space in spaces:
+        reference = reference_set(args.reference, space, height, channels, args.num_reference, args.cache_dir)
+        result[space.name] = score_images(images, space, reference)
+    result["scoring_seconds"] = round(time.perf_counter() - start, 1)
+    if args.grid:
+        shown = images[: args.grid]
+        columns = min(len(shown), max(1, round(len(shown) ** 0.5)))
+        save_grid_png(shown, rows=-(-len(shown) // columns), path=output_dir / "samples.png",
+                      scale=3 if height < 64 else 1)
+    line = json.dumps(result)
+    write_atomically(output_dir / "metrics.json", lambda stream: stream.write(line.encode() + b"\n"))
+    with open(output_dir / "evaluation.log", "a") as log:
+        log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+    print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Scores a set of images against a reference set in one or more feature spaces: Fréchet distance,
+Inception Score (where the space has class logits) and precision / recall (where the reference's
+features are known)."""
+import torch
+
+from fractal_ext.evaluation.features import extract
+from fractal_ext.evaluation.metrics import FeatureStatistics, frechet_distance, inception_score, precision_recall
+from fractal_ext.evaluation.reference import ReferenceSet
+
+
+def score_images(images_u8: torch.Tensor, space, reference: ReferenceSet) -> dict:
+    """Metrics of uint8 images [N, H, W, C] against `reference` in `space`: {"frechet_distance",
+    "inception_score", "inception_score_std", "precision", "recall", "num_images", "reference"};
+    a metric the space or the reference cannot give is None (with the reason under "notes")."""
+    outputs = extract(space, images_u8)
+    result = dict(num_images=len(images_u8), reference=reference.description, notes=[])
+    result["frechet_distance"] = frechet_distance(FeatureStatistics.of(outputs["features"]), reference.statistics)
+    if "logits" in outputs:
+        result["inception_score"], result["inception_score_std"] = inception_score(
+            outputs["logits"], splits=min(10, len(images_u8)))
+    else:
+        result["inception_score"] = result["inception_score_std"] = None
+        result["notes"].append(f"no Inception Score: the {space.name} network file has no class logits")
+    if reference.features is not None:
+        result["precision"], result["recall"] = precision_recall(reference.features, outputs["features"])
+    else:
+        result["precision"] = result["recall"] = None
+        result["notes"].append("no precision/recall: the reference statistics file holds no features")
+    return result
