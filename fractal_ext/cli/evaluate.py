@@ -6,7 +6,9 @@
         --dataset imagefolder --data_path /data/imagenet64 --img_size 64
 
 MAR models average --num_passes forward passes per batch (default 10, as the official
-evaluation; 1 for all-AR models). Prints one JSON line.
+evaluation; 1 for all-AR models). Prints one JSON line. Under torchrun every process takes a
+share of the batches; batch b's random masks come from (--seed, b), so the result does not depend
+on the number of processes.
 """
 import argparse
 import json
@@ -14,10 +16,8 @@ import math
 import sys
 import time
 
-import torch
-
 from fractal_ext.cli.common import device, integer, run_or_report, seed
-from fractal_ext.evaluation import dataset_bits_per_dim
+from fractal_ext.evaluation.nll import bits_per_dim_of_batches, combine_batches, default_num_passes
 from fractal_ext.io.checkpoints import load_model
 from fractal_ext.io.datasets import build_dataset, iterate_batches
 
@@ -52,18 +52,34 @@ def main(argv=None) -> int:
 
 
 def run(args) -> int:
-    model = load_model(args.model_path, args.model, args.device, verify=not args.skip_checkpoint_checks)
+    from fractal_ext.training.distributed import cleanup, init_distributed
+
+    info = init_distributed(args.device)
+    try:
+        return _run(args, info)
+    finally:
+        cleanup(info)
+
+
+def _run(args, info) -> int:
+    from fractal_ext.training.distributed import all_gather_objects
+
+    model = load_model(args.model_path, args.model, info.device, verify=not args.skip_checkpoint_checks)
     size = model.config.img_size_list[0]
     if args.img_size is not None and args.img_size != size:
         raise ValueError(f"--img_size {args.img_size} does not match the model, which takes {size}x{size} images")
     dataset = build_dataset(args.dataset, args.split, args.data_path, size, model.config.channels)
     start = time.time()
-    batches = (model.normalisation.normalise(images.to(args.device)) for images, _ in
+    batches = (model.normalisation.normalise(images) for images, _ in
                iterate_batches(dataset, args.batch_size, args.num_images))
-    result = dataset_bits_per_dim(model, batches, args.num_passes,
-                                  torch.Generator(args.device).manual_seed(args.seed), progress=True)
+    num_passes = default_num_passes(model) if args.num_passes is None else args.num_passes
+    mine = bits_per_dim_of_batches(model, batches, num_passes, args.seed, info.rank, info.world_size, progress=True)
+    everyone = [entry for share in all_gather_objects(mine, info) for entry in share]
+    if not info.is_main:
+        return 0
+    result = combine_batches(everyone, num_passes)
     result.update(model_path=str(args.model_path), dataset=args.dataset, split=args.split,
-                  seconds=round(time.time() - start, 1))
+                  processes=info.world_size, seconds=round(time.time() - start, 1))
     print(json.dumps(result))
     if not math.isfinite(result["bits_per_dim"]):
         print(f"fractal-eval: the model's NLL is {result['bits_per_dim']} on these images: its weights or the data "

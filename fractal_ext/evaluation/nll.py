@@ -56,3 +56,42 @@ def dataset_bits_per_dim(model, batches, num_passes: int | None = None, generato
     if count == 0:
         raise ValueError("dataset_bits_per_dim: no images")
     return {"bits_per_dim": total / count, "images": count, "num_passes": num_passes}
+
+
+@torch.no_grad()
+def bits_per_dim_of_batches(model, batches, num_passes: int | None = None, seed: int = 0, rank: int = 0,
+                            world_size: int = 1, progress: bool = False) -> list[tuple[int, float, int]]:
+    """This process's share of an NLL evaluation that does not depend on the number of processes:
+    batch b (of normalised images, or (images, labels) pairs) is evaluated by rank b % world_size,
+    its random masks drawn from a generator seeded from (seed, b) only. Returns (b, bits per dim,
+    images) for each of its batches; `combine_batches` turns everyone's lists into the result."""
+    from fractal_ext.evaluation.seeds import derived_seed
+
+    num_passes = default_num_passes(model) if num_passes is None else num_passes
+    device = next(model.parameters()).device
+    results = []
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc="bits/dim", unit="batch", dynamic_ncols=True, disable=rank != 0)
+    for index, batch in enumerate(batches):
+        if index % world_size != rank:
+            continue
+        images = (batch[0] if isinstance(batch, (tuple, list)) else batch).to(device)
+        generator = torch.Generator(device=device).manual_seed(derived_seed(seed, index))
+        results.append((index, bits_per_dim(model, images, num_passes=num_passes, generator=generator),
+                        images.shape[0]))
+    return results
+
+
+def combine_batches(per_batch: list[tuple[int, float, int]], num_passes: int) -> dict:
+    """The dataset's bits per dim from (batch index, bits per dim, images) of every batch, summed in
+    batch order (so the result is the same however the batches were shared out)."""
+    if not per_batch:
+        raise ValueError("dataset_bits_per_dim: no images")
+    ordered = sorted(per_batch)
+    total, count = 0.0, 0
+    for _, value, images in ordered:
+        total += value * images
+        count += images
+    return {"bits_per_dim": total / count, "images": count, "num_passes": num_passes}

@@ -17,11 +17,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from fractal_ext.evaluation.seeds import derived_seed
 from fractal_ext.io.atomic import write_atomically
 from fractal_ext.io.checkpoints import content_hash
 
@@ -68,9 +68,8 @@ class GenerationRun:
         return torch.tensor([index // per_class for index in self.chunk_images(chunk)], dtype=torch.long)
 
     def seed_of(self, chunk: int) -> int:
-        """The generator seed of a chunk: from (seed, chunk) through numpy's SeedSequence, so that
-        nearby seeds and chunks give unrelated streams."""
-        return int(np.random.SeedSequence([self.seed, chunk]).generate_state(1, dtype=np.uint64)[0])
+        """The generator seed of a chunk: from (seed, chunk) only."""
+        return derived_seed(self.seed, chunk)
 
     def to_json(self) -> dict:
         return json.loads(json.dumps(asdict(self)))  # tuples as lists, as read back
