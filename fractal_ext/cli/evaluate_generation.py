@@ -74,7 +74,6 @@ def run(args) -> int:
 
 
 def _run(args, info) -> int:
-    from fractal_ext.sampler import generate  # noqa: F401  (fails here, before any work, if the sampler cannot load)
     from fractal_ext.training.distributed import barrier
 
     output_dir = writable_output(args.output_dir, is_dir=True)
@@ -153,22 +152,19 @@ def _check_reference(args, spaces, img_size: int, channels: int) -> None:
 
 
 def _score(args, run_description, spaces, output_dir: Path, sampled: int, sampling_seconds: float) -> int:
-    from fractal_ext.evaluation.quality import score_images
-    from fractal_ext.evaluation.reference import reference_set
+    from fractal_ext.evaluation.quality import score_in_spaces
     from fractal_ext.io.atomic import write_atomically
     from fractal_ext.io.images import save_grid_png
 
     images, _ = shards.load_samples(output_dir, run_description)
-    height, _, channels = run_description.image_shape
+    height = run_description.image_shape[0]
     result = dict(output_dir=str(output_dir), num_images=len(images), settings=run_description.settings,
                   seed=run_description.seed)
     if sampled:
         result.update(sampled_images=sampled, sampling_seconds=round(sampling_seconds, 1),
                       images_per_s=round(sampled / sampling_seconds, 3))
     start = time.perf_counter()
-    for space in spaces:
-        reference = reference_set(args.reference, space, height, channels, args.num_reference, args.cache_dir)
-        result[space.name] = score_images(images, space, reference)
+    result.update(score_in_spaces(images, spaces, args.reference, args.num_reference, args.cache_dir))
     result["scoring_seconds"] = round(time.perf_counter() - start, 1)
     if args.grid:
         shown = images[: args.grid]

@@ -51,6 +51,21 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--no_hflip", dest="hflip", action="store_false", help="no random horizontal flips")
     data.add_argument("--num_workers", type=integer(0), default=2, help="data-loader processes (image folders)")
 
+    evaluation = parser.add_argument_group("online evaluation (docs/evaluation.md)")
+    evaluation.add_argument("--online_eval", action="store_true",
+                            help="sample and score the current weights every --eval_freq epochs and at the end")
+    evaluation.add_argument("--eval_freq", type=number(0, above=True), default=40, help="in epochs (may be fractional)")
+    evaluation.add_argument("--num_eval_images", type=integer(1), default=1000,
+                            help="class-balanced samples per evaluation (a multiple of the classes)")
+    evaluation.add_argument("--eval_batch_size", type=integer(1), default=50, help="images per sampling batch")
+    evaluation.add_argument("--eval_reference", default="fashion_mnist:test",
+                            help="an .npz of mu and sigma, fashion_mnist:train|test or folder:PATH")
+    evaluation.add_argument("--eval_feature_spaces", default="inception", help="comma-separated: inception, classifier")
+    evaluation.add_argument("--inception_path", default=None, help="the FID Inception file (default_1.pt)")
+    evaluation.add_argument("--eval_cache_dir", default=None, help="cached statistics of dataset references")
+    evaluation.add_argument("--tensorboard", action="store_true",
+                            help="also log to OUTPUT_DIR/tensorboard (loss, lr, grad norm, the evaluations, a sample grid)")
+
     run = parser.add_argument_group("run")
     run.add_argument("--output_dir", default="./outputs/run")
     run.add_argument("--resume", default=None, help="checkpoint-last.pth, or the folder holding it")

@@ -5,7 +5,7 @@ import torch
 
 from fractal_ext.evaluation.features import extract
 from fractal_ext.evaluation.metrics import FeatureStatistics, frechet_distance, inception_score, precision_recall
-from fractal_ext.evaluation.reference import ReferenceSet
+from fractal_ext.evaluation.reference import DEFAULT_CACHE_DIR, ReferenceSet, reference_set
 
 
 def score_images(images_u8: torch.Tensor, space, reference: ReferenceSet) -> dict:
@@ -27,3 +27,13 @@ def score_images(images_u8: torch.Tensor, space, reference: ReferenceSet) -> dic
         result["precision"] = result["recall"] = None
         result["notes"].append("no precision/recall: the reference statistics file holds no features")
     return result
+
+
+def score_in_spaces(images_u8: torch.Tensor, spaces, reference: str, num_reference: int | None = None,
+                    cache_dir=DEFAULT_CACHE_DIR) -> dict:
+    """`score_images` in each feature space against the reference `reference` (a statistics file or
+    a dataset, see fractal_ext.evaluation.reference): {space name: metrics}."""
+    height, _, channels = images_u8.shape[1:]
+    return {space.name: score_images(images_u8, space, reference_set(reference, space, height, channels, num_reference,
+                                                                     cache_dir))
+            for space in spaces}

@@ -27,7 +27,9 @@ from fractal_ext.settings import AUTOCAST_DTYPES
 from fractal_ext.training import checkpointing
 from fractal_ext.training.distributed import (DistInfo, all_gather_objects, all_reduce_mean, barrier, cleanup,
                                               init_distributed)
+from fractal_ext.training.online_eval import OnlineEvaluation
 from fractal_ext.training.optim import build_optimizer, lr_at, scaled_lr, set_lr
+from fractal_ext.training.tensorboard import TensorBoardLog
 
 
 class NonFiniteLossError(RuntimeError):
@@ -264,6 +266,10 @@ def _train(args, info: DistInfo, model, dataset, lock=None) -> dict:
     ddp_model.train()
 
     log = JsonLog(output_dir / "log.jsonl" if output_dir is not None and info.is_main else None)
+    evaluation = OnlineEvaluation(args, model, info, output_dir) if getattr(args, "online_eval", False) else None
+    if getattr(args, "tensorboard", False) and output_dir is None:
+        raise ValueError("--tensorboard writes into --output_dir: give one")
+    board = TensorBoardLog(output_dir / "tensorboard" if getattr(args, "tensorboard", False) and info.is_main else None)
     if output_dir is not None and info.is_main:
         text = json.dumps(vars(args), indent=1, sort_keys=True, default=str)
         write_atomically(output_dir / "args.json", lambda stream: stream.write(text.encode()))
@@ -316,12 +322,20 @@ def _train(args, info: DistInfo, model, dataset, lock=None) -> dict:
                               lr=lr, grad_norm=grad_norm, img_per_s=len(window) * effective_batch / max(elapsed, 1e-9),
                               time=time.time())
                 log.write(**record)
+                board.scalars(done, "train", loss=record["loss"], lr=lr, grad_norm=grad_norm)
                 progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", img_s=f"{record['img_per_s']:.1f}")
                 window, window_start = [], time.time()
             if output_dir is not None and (done % save_every == 0 or done == end_step):
                 save(done)
+            if evaluation is not None and evaluation.due(done, steps_per_epoch, end_step, total_steps):
+                result = evaluation.run(model, done)
+                if result is not None:
+                    log.write(event="online_eval", step=done, epoch=done / steps_per_epoch, metrics=result["metrics"],
+                              time=time.time())
+                    board.evaluation(done, result["metrics"], result["grid"])
     finally:
         progress.close()
+        board.close()
     if info.is_main:
         log.write(event="end" if end_step == total_steps else "stop", step=end_step, loss=last_loss, time=time.time())
     return dict(steps=end_step, total_steps=total_steps, start_step=start_step, losses=losses, final_loss=last_loss,
