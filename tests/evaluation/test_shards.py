@@ -103,7 +103,7 @@ def model_file(model, tmp_path_factory):
 
 
 def command(model_file, folder, *extra, launcher=(sys.executable, "-m", "fractal_ext.cli.evaluate")):
-    return [*launcher, "generation", "--model_path", str(model_file), "--num_images", "24", "--batch_size", "2",
+    return [*launcher, "generation", "--model_path", str(model_file), "--num_images", "36", "--batch_size", "2",
             "--seed", "7", "--num_iter_list", "3,2", "--cfg", "2", "--output_dir", str(folder), "--sample_only",
             "--device", "cpu", *extra]
 
@@ -130,6 +130,7 @@ def test_a_run_killed_at_random_points_finishes_with_the_shards_of_an_uninterrup
             time.sleep(0.005)
         process.send_signal(signal.SIGKILL)
         process.wait()
+    assert 0 < len(list((killed / "shards").glob("*.safetensors"))) < 18  # the kills fell inside the run
     finish = subprocess.run(command(model_file, killed), env=environment(), capture_output=True, text=True, timeout=300)
     assert finish.returncode == 0, finish.stderr[-2000:]
     assert "chunks are on disk already" in finish.stdout

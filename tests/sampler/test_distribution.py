@@ -4,17 +4,17 @@ import pytest
 import torch
 
 from fractal_ext.io.checkpoints import load_model
-from fractal_ext.models.registry import NAMED_SAMPLING, SHIPPED_MODEL as SHIPPED
+from fractal_ext.models.registry import NAMED_SAMPLING, SHIPPED_MODEL as SHIPPED, SHIPPED_MODEL_NAME
 from fractal_ext.sampler import generate
 
 BINS = 16
 
 
 def pixel_statistics(images_u8):
-    """Per-image mean per channel [N, 3] and the pooled 16-bin histogram per channel [3, 16]."""
-    pixels = images_u8.float()  # [N, H, W, 3]
+    """Per-image mean per channel [N, C] and the pooled 16-bin histogram per channel [C, 16]."""
+    pixels = images_u8.float()  # [N, H, W, C]
     means = pixels.mean(dim=(1, 2))
-    histograms = torch.stack([torch.histc(pixels[..., c], bins=BINS, min=0, max=256) for c in range(3)])
+    histograms = torch.stack([torch.histc(pixels[..., c], bins=BINS, min=0, max=256) for c in range(pixels.shape[-1])])
     return means, histograms / histograms.sum(dim=1, keepdim=True)
 
 
@@ -32,7 +32,7 @@ def same_distribution(a, b) -> bool:
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="shipped model not present")
 def test_fast_samples_match_eager_samples_of_the_trained_model():
     model = load_model(SHIPPED)
-    settings = dict(NAMED_SAMPLING["fractalmar_fmnist32"])
+    settings = dict(NAMED_SAMPLING[SHIPPED_MODEL_NAME])
     labels = torch.arange(10).repeat(6)  # 60 images per path, every class
 
     def draw(implementation, seed, **overrides):
