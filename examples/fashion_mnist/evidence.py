@@ -67,7 +67,7 @@ def main(argv=None):
     train = FashionMNIST("train", img_size=size, channels=channels)
     test = FashionMNIST("test", img_size=size, channels=channels)
     batches = (model.normalisation.normalise(images) for images, _ in iterate_batches(test, 100, args.num_test))
-    nll = dataset_bits_per_dim(model, batches, args.num_passes, torch.Generator().manual_seed(args.seed), progress=True)
+    nll = dataset_bits_per_dim(model, batches, args.num_passes, args.seed, progress=True)
     results["model_bits_per_dim"] = nll["bits_per_dim"]
     to_real_pixels = channels * size * size / REAL_PIXELS
     results["model_bits_per_real_pixel"] = nll["bits_per_dim"] * to_real_pixels

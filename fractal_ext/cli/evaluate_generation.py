@@ -24,9 +24,8 @@ import torch
 from fractal_ext.cli.common import integer, run_or_report, writable_output
 from fractal_ext.cli.sampling_options import add_model_arguments, add_sampling_arguments, load_the_model
 from fractal_ext.evaluation import shards
-from fractal_ext.evaluation.reference import DATASET_PREFIXES, DEFAULT_CACHE_DIR, dataset_images, load_statistics_file
-
-FEATURE_SPACES = ("inception", "classifier")
+from fractal_ext.evaluation.reference import DEFAULT_CACHE_DIR
+from fractal_ext.evaluation.setup import check_reference, default_feature_spaces, load_feature_spaces
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reference", default="fashion_mnist:test",
                         help="an .npz of mu and sigma (the official statistics files), fashion_mnist:train|test, "
                              "or folder:PATH (class sub-folders of images); default fashion_mnist:test")
-    parser.add_argument("--num_reference", type=integer(2), default=None, help="first N images of a dataset reference")
+    parser.add_argument("--num_reference", type=integer(4), default=None,
+                        help="N images of a dataset reference, evenly spaced over it (default all)")
     parser.add_argument("--feature_spaces", default=None,
                         help="comma-separated from inception, classifier (default: both for 10-class 28x28 or "
                              "32x32 models, else inception)")
@@ -74,15 +74,14 @@ def run(args) -> int:
 
 
 def _run(args, info) -> int:
-    from fractal_ext.training.distributed import barrier
+    from fractal_ext.training.distributed import all_gather_objects, barrier, cleanup
 
     output_dir = writable_output(args.output_dir, is_dir=True)
     model, sampling_seconds, sampled = None, 0.0, 0
     if args.score_only:
-        recorded = shards.read_run(output_dir)
-        if recorded is None:
+        run_description = shards.recorded_run(output_dir)
+        if run_description is None:
             raise ValueError(f"--score_only: {output_dir} has no {shards.RUN_FILE}; it holds no run to score")
-        run_description = shards.GenerationRun(**recorded)
     else:
         if args.num_images is None:
             raise ValueError("--num_images is required (unless --score_only)")
@@ -93,16 +92,25 @@ def _run(args, info) -> int:
     height, _, channels = run_description.image_shape
     spaces = []
     if not args.sample_only:
-        spaces = _feature_spaces(args, run_description, info.device)  # a missing network fails here, before sampling
-        _check_reference(args, spaces, height, channels)
+        names = (args.feature_spaces.split(",") if args.feature_spaces
+                 else default_feature_spaces(run_description.class_num, height))
+        spaces = load_feature_spaces(names, run_description.class_num, height, info.device, args.inception_path,
+                                     args.classifier_path)  # a missing network fails here, before sampling
+        check_reference(args.reference, spaces, height, channels)
+        if run_description.num_images < 2:
+            raise ValueError("--num_images: the metrics need at least 2 images (a covariance)")
     if not args.score_only:
         shards.claim_folder(output_dir, run_description)
         start = time.perf_counter()
         done = shards.sample_chunks(model, run_description, output_dir, info.rank, info.world_size,
                                     cuda_graphs={"auto": None, "on": True, "off": False}[args.cuda_graphs])
         sampling_seconds = time.perf_counter() - start
-        sampled = sum(len(run_description.chunk_images(chunk)) for chunk in done)
+        sampled = sum(all_gather_objects(sum(len(run_description.chunk_images(chunk)) for chunk in done), info))
+        sampling_seconds = max(all_gather_objects(sampling_seconds, info))
         barrier(info)
+    # The main process scores alone: the other processes leave the group now, so that no collective
+    # waits on a long scoring (NCCL's watchdog would abort it after 10 minutes).
+    cleanup(info)
     if args.sample_only:
         if info.is_main:
             print(json.dumps(dict(output_dir=str(output_dir), num_images=run_description.num_images,
@@ -119,36 +127,6 @@ def _settings(model, args) -> dict:
 
     settings = {**default_sampling_settings(model), **sampling_settings(args)}
     return {key: (list(value) if isinstance(value, tuple) else value) for key, value in settings.items()}
-
-
-def _feature_spaces(args, run_description, device) -> list:
-    from fractal_ext.evaluation.features import ClassifierFeatures, InceptionFeatures
-
-    height, _, _ = run_description.image_shape
-    fashion_like = run_description.class_num == 10 and height in (28, 32)
-    names = (args.feature_spaces.split(",") if args.feature_spaces
-             else ["inception", "classifier"] if fashion_like else ["inception"])
-    unknown = [name for name in names if name not in FEATURE_SPACES]
-    if unknown or not names:
-        raise ValueError(f"--feature_spaces: unknown {unknown}; choose from {', '.join(FEATURE_SPACES)}")
-    if "classifier" in names and not fashion_like:
-        raise ValueError("--feature_spaces classifier: the Fashion-MNIST classifier takes 10-class 28x28 or 32x32 "
-                         f"images; this run has {run_description.class_num} classes of {height}x{height}")
-    return [InceptionFeatures(args.inception_path, device) if name == "inception"
-            else ClassifierFeatures(args.classifier_path, device) for name in names]
-
-
-def _check_reference(args, spaces, img_size: int, channels: int) -> None:
-    """A statistics file of the wrong shape or dimension, or a dataset reference that cannot be read,
-    is refused before any sampling."""
-    if not args.reference.startswith(DATASET_PREFIXES):
-        for space in spaces:
-            load_statistics_file(args.reference, space.dim)
-        if "classifier" in [space.name for space in spaces]:
-            raise ValueError("a statistics file holds statistics of one feature space; score the classifier space "
-                             "against a dataset reference (fashion_mnist:test) or pass --feature_spaces inception")
-    else:
-        dataset_images(args.reference, img_size, channels, limit=2)
 
 
 def _score(args, run_description, spaces, output_dir: Path, sampled: int, sampling_seconds: float) -> int:

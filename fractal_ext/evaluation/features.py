@@ -79,11 +79,16 @@ def as_rgb(images_u8: torch.Tensor) -> torch.Tensor:
     """uint8 [B, H, W, C] (C = 1..4) -> float [B, 3, H, W] in 0..255: grey repeated, the alpha channel
     of grey-alpha and RGBA images dropped (the metrics compare colour, as the reference evaluators do
     for RGB)."""
+    colour = without_alpha(images_u8)
+    return colour.expand(*colour.shape[:-1], 3).permute(0, 3, 1, 2).float()
+
+
+def without_alpha(images_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, H, W, C] (C = 1..4) -> the grey or RGB channels [B, H, W, 1 or 3] (checked)."""
     if images_u8.dim() != 4 or images_u8.dtype != torch.uint8 or not 1 <= images_u8.shape[-1] <= 4:
         raise FeatureSpaceError("images for the feature networks must be uint8 [B, H, W, C] with C = 1..4, got "
                                 f"{images_u8.dtype} {tuple(images_u8.shape)}")
-    colour = images_u8[..., :1].expand(*images_u8.shape[:-1], 3) if images_u8.shape[-1] <= 2 else images_u8[..., :3]
-    return colour.permute(0, 3, 1, 2).float()
+    return images_u8[..., :1] if images_u8.shape[-1] <= 2 else images_u8[..., :3]
 
 
 class InceptionFeatures:
@@ -98,7 +103,8 @@ class InceptionFeatures:
 
     def __init__(self, path=None, device="cpu", verify: bool = True):
         self.path = find_inception_file(path)
-        if verify and file_sha256(self.path) != INCEPTION_SHA256:
+        self.fingerprint = file_sha256(self.path)  # keys the cached reference statistics
+        if verify and self.fingerprint != INCEPTION_SHA256:
             raise FeatureSpaceError(f"{self.path} is not the FID Inception file this project knows (its SHA-256 "
                                     f"differs from {INCEPTION_SHA256}); {HOW_TO_GET_INCEPTION}")
         try:
@@ -127,15 +133,12 @@ class ClassifierFeatures:
 
         self.path = Path(path) if path is not None else DEFAULT_CLASSIFIER
         self.network = load_classifier(self.path).to(device)
+        self.fingerprint = file_sha256(self.path)
         self.device = torch.device(device)
 
     @torch.no_grad()
     def __call__(self, images_u8: torch.Tensor) -> dict:
-        if images_u8.dim() != 4 or images_u8.dtype != torch.uint8 or not 1 <= images_u8.shape[-1] <= 4:
-            raise FeatureSpaceError("images for the classifier must be uint8 [B, H, W, C] with C = 1..4, got "
-                                    f"{images_u8.dtype} {tuple(images_u8.shape)}")
-        colour = images_u8[..., :1] if images_u8.shape[-1] <= 2 else images_u8[..., :3]  # alpha dropped
-        features = self.network.penultimate(colour.permute(0, 3, 1, 2).to(self.device))
+        features = self.network.penultimate(without_alpha(images_u8).permute(0, 3, 1, 2).to(self.device))
         return {"features": features.double().cpu(), "logits": self.network.head[-1](features).double().cpu()}
 
 

@@ -37,25 +37,13 @@ def default_num_passes(model) -> int:
     return 10 if "mar" in kinds else 1
 
 
-@torch.no_grad()
-def dataset_bits_per_dim(model, batches, num_passes: int | None = None, generator: torch.Generator | None = None,
-                         progress: bool = False) -> dict:
+def dataset_bits_per_dim(model, batches, num_passes: int | None = None, seed: int = 0, progress: bool = False) -> dict:
     """Unconditional NLL over a dataset split: `bits_per_dim` of each batch of normalised images
     (an iterable of [B, C, H, W] tensors, or of (images, labels) pairs), averaged with the batch
-    sizes as weights. Returns {'bits_per_dim', 'images', 'num_passes'}."""
+    sizes as weights; batch b's random masks come from (seed, b), as under torchrun
+    (`bits_per_dim_of_batches`). Returns {'bits_per_dim', 'images', 'num_passes'}."""
     num_passes = default_num_passes(model) if num_passes is None else num_passes
-    total, count = 0.0, 0
-    if progress:
-        from tqdm import tqdm
-
-        batches = tqdm(batches, desc="bits/dim", unit="batch", dynamic_ncols=True)
-    for batch in batches:
-        images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        total += bits_per_dim(model, images, num_passes=num_passes, generator=generator) * images.shape[0]
-        count += images.shape[0]
-    if count == 0:
-        raise ValueError("dataset_bits_per_dim: no images")
-    return {"bits_per_dim": total / count, "images": count, "num_passes": num_passes}
+    return combine_batches(bits_per_dim_of_batches(model, batches, num_passes, seed, progress=progress), num_passes)
 
 
 @torch.no_grad()

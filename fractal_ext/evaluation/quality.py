@@ -21,11 +21,16 @@ def score_images(images_u8: torch.Tensor, space, reference: ReferenceSet) -> dic
     else:
         result["inception_score"] = result["inception_score_std"] = None
         result["notes"].append(f"no Inception Score: the {space.name} network file has no class logits")
-    if reference.features is not None:
-        result["precision"], result["recall"] = precision_recall(reference.features, outputs["features"])
-    else:
+    neighbours = 3
+    if reference.features is None:
         result["precision"] = result["recall"] = None
         result["notes"].append("no precision/recall: the reference statistics file holds no features")
+    elif min(len(reference.features), len(images_u8)) <= neighbours:
+        result["precision"] = result["recall"] = None
+        result["notes"].append(f"no precision/recall: {neighbours} nearest neighbours need more than {neighbours} "
+                               "images on each side")
+    else:
+        result["precision"], result["recall"] = precision_recall(reference.features, outputs["features"], neighbours)
     return result
 
 

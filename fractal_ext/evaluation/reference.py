@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fractal_ext.evaluation.features import DEFAULT_INCEPTION_DIR, extract, file_sha256
+from fractal_ext.evaluation.features import DEFAULT_INCEPTION_DIR, extract
 from fractal_ext.evaluation.metrics import FeatureStatistics
 from fractal_ext.io.atomic import write_atomically
 
@@ -61,9 +61,10 @@ def load_statistics_file(path, dim: int) -> ReferenceSet:
 
 
 def dataset_images(spec: str, img_size: int, channels: int, limit: int | None = None) -> torch.Tensor:
-    """uint8 images [N, H, W, C] of a dataset reference (`fashion_mnist:SPLIT` or `folder:PATH`), the
-    first `limit` of them, at the model's size and channels."""
-    from fractal_ext.io.datasets import build_dataset, iterate_batches
+    """uint8 images [N, H, W, C] of a dataset reference (`fashion_mnist:SPLIT` or `folder:PATH`) at the
+    model's size and channels: all of them, or `limit` evenly spaced over the dataset (image folders
+    are in class order: the first N would be a few classes)."""
+    from fractal_ext.io.datasets import build_dataset
 
     if spec.startswith("fashion_mnist:"):
         split = spec.split(":", 1)[1]
@@ -76,7 +77,12 @@ def dataset_images(spec: str, img_size: int, channels: int, limit: int | None = 
     else:
         raise ValueError(f"reference {spec!r}: expected an .npz statistics file, fashion_mnist:train, "
                          "fashion_mnist:test or folder:PATH")
-    images = torch.cat([batch for batch, _ in iterate_batches(dataset, 1000, limit)])
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    indices = torch.linspace(0, len(dataset) - 1, count).round().long()
+    if hasattr(dataset, "batch"):
+        images = dataset.batch(indices)[0]
+    else:
+        images = torch.stack([dataset[int(index)][0] for index in indices])
     return images.permute(0, 2, 3, 1).contiguous()
 
 
@@ -87,8 +93,8 @@ def reference_set(spec: str, space, img_size: int, channels: int, limit: int | N
     (keyed by the dataset, count, size, channels and the feature network's file), then read back."""
     if not spec.startswith(DATASET_PREFIXES):
         return load_statistics_file(spec, space.dim)
-    key = dict(reference=spec, limit=limit, img_size=img_size, channels=channels, space=space.name,
-               network=file_sha256(space.path))
+    key = dict(reference=spec, limit=limit, selection="evenly spaced", img_size=img_size, channels=channels,
+               space=space.name, network=space.fingerprint)
     cache = Path(cache_dir) / f"{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]}.npz"
     if cache.is_file():
         cached = load_statistics_file(cache, space.dim)

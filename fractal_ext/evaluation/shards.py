@@ -14,7 +14,7 @@ FID / IS evaluation (docs/evaluation.md).
 """
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -103,13 +103,27 @@ def claim_folder(output_dir, run: GenerationRun) -> None:
 
 
 def read_run(output_dir) -> dict | None:
+    """The folder's run.json as a dict, None when there is none."""
     path = Path(output_dir) / RUN_FILE
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        recorded = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise GenerationRunError(f"{path} is not a run description this command wrote: {error}") from None
+    if not isinstance(recorded, dict) or set(recorded) != {f.name for f in fields(GenerationRun)}:
+        raise GenerationRunError(f"{path} is not a run description this command wrote (other fields)")
+    return recorded
+
+
+def recorded_run(output_dir) -> GenerationRun | None:
+    """The run a folder's run.json describes, None when there is none."""
+    recorded = read_run(output_dir)
+    try:
+        return None if recorded is None else GenerationRun(**recorded)
+    except TypeError as error:
+        raise GenerationRunError(f"{Path(output_dir) / RUN_FILE} is not a run description this command wrote: "
+                                 f"{error}") from None
 
 
 def shard_path(output_dir, chunk: int) -> Path:

@@ -266,10 +266,21 @@ def _train(args, info: DistInfo, model, dataset, lock=None) -> dict:
     ddp_model.train()
 
     log = JsonLog(output_dir / "log.jsonl" if output_dir is not None and info.is_main else None)
-    evaluation = OnlineEvaluation(args, model, info, output_dir) if getattr(args, "online_eval", False) else None
+    # Checked on every rank before the first step: a missing network file or package stops every rank.
     if getattr(args, "tensorboard", False) and output_dir is None:
         raise ValueError("--tensorboard writes into --output_dir: give one")
-    board = TensorBoardLog(output_dir / "tensorboard" if getattr(args, "tensorboard", False) and info.is_main else None)
+    evaluation = OnlineEvaluation(args, model, info, output_dir) if getattr(args, "online_eval", False) else None
+    board = TensorBoardLog(output_dir / "tensorboard" if getattr(args, "tensorboard", False) else None, info.is_main)
+
+    def evaluate(step):
+        result = evaluation.run(model, step)
+        if result is not None:
+            log.write(event="online_eval", step=step, epoch=step / steps_per_epoch, metrics=result["metrics"],
+                      time=time.time())
+            board.evaluation(step, result["metrics"], result["grid"])
+
+    if evaluation is not None and start_step > 0 and evaluation.unfinished(start_step):
+        evaluate(start_step)  # the run stopped during this evaluation, after the step's checkpoint
     if output_dir is not None and info.is_main:
         text = json.dumps(vars(args), indent=1, sort_keys=True, default=str)
         write_atomically(output_dir / "args.json", lambda stream: stream.write(text.encode()))
@@ -327,12 +338,8 @@ def _train(args, info: DistInfo, model, dataset, lock=None) -> dict:
                 window, window_start = [], time.time()
             if output_dir is not None and (done % save_every == 0 or done == end_step):
                 save(done)
-            if evaluation is not None and evaluation.due(done, steps_per_epoch, end_step, total_steps):
-                result = evaluation.run(model, done)
-                if result is not None:
-                    log.write(event="online_eval", step=done, epoch=done / steps_per_epoch, metrics=result["metrics"],
-                              time=time.time())
-                    board.evaluation(done, result["metrics"], result["grid"])
+            if evaluation is not None and evaluation.due(done, steps_per_epoch, total_steps):
+                evaluate(done)
     finally:
         progress.close()
         board.close()

@@ -7,7 +7,10 @@ import torch
 
 
 class TensorBoardLog:
-    def __init__(self, folder: Path | None):
+    """`folder` None: logs nothing. Every rank checks that the package is there (so that all stop
+    when it is not); only the main process (`writes`) writes."""
+
+    def __init__(self, folder: Path | None, writes: bool = True):
         self.writer = None
         if folder is None:
             return
@@ -16,7 +19,8 @@ class TensorBoardLog:
         except ImportError:
             raise ValueError("--tensorboard needs the tensorboard package (pip install tensorboard), "
                              "or leave --tensorboard out") from None
-        self.writer = SummaryWriter(log_dir=str(folder))
+        if writes:
+            self.writer = SummaryWriter(log_dir=str(folder))
 
     def scalars(self, step: int, prefix: str, **values):
         if self.writer is None:

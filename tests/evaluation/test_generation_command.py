@@ -105,11 +105,19 @@ def test_statistics_files_of_the_wrong_shape_or_dimension_are_refused_before_sam
     assert not (tmp_path / "run" / "shards").exists()
 
 
-def test_a_reference_that_is_neither_a_file_nor_a_dataset_is_refused(model_file, tmp_path, capsys):
-    exits_with_message(capsys, arguments(model_file, tmp_path / "run", "--feature_spaces", "inception",
-                                         "--reference", "fashion_mnist:val", "--inception_path", str(model_file)),
-                       "SHA-256")  # the network is checked first
+@needs_inception
+def test_a_reference_that_is_neither_a_statistics_file_nor_a_dataset_is_refused(model_file, tmp_path, capsys):
+    exits_with_message(capsys, arguments(model_file, tmp_path / "run", "--reference", "fashion_mnist:val"),
+                       "the Fashion-MNIST splits are train and test")
+    exits_with_message(capsys, arguments(model_file, tmp_path / "run", "--reference", str(tmp_path / "none.npz")),
+                       "reference statistics file not found")
+    assert not (tmp_path / "run" / "shards").exists()
+
+
+def test_feature_spaces_the_model_does_not_fit_and_empty_folders_are_refused(model_file, tmp_path, capsys):
     exits_with_message(capsys, arguments(model_file, tmp_path / "run", "--feature_spaces", "classifier"),
                        "the Fashion-MNIST classifier takes 10-class")
+    exits_with_message(capsys, arguments(model_file, tmp_path / "run", "--feature_spaces", "inception,colour"),
+                       "unknown ['colour']")
     exits_with_message(capsys, ["generation", "--score_only", "--output_dir", str(tmp_path / "empty")],
                        "holds no run to score")

@@ -72,6 +72,9 @@ def test_a_folder_of_another_run_is_refused(model, tmp_path):
     with pytest.raises(shards.GenerationRunError, match="different run.*model_hash"):
         shards.claim_folder(tmp_path, describe(tiny("mar", 1, seed=1)))
     shards.claim_folder(tmp_path, describe(model))  # the same run: accepted (resumed)
+    (tmp_path / shards.RUN_FILE).write_text('{"seed": 1}')
+    with pytest.raises(shards.GenerationRunError, match="not a run description"):
+        shards.recorded_run(tmp_path)
 
 
 def test_missing_and_wrong_shards_are_named(model, tmp_path):
@@ -134,7 +137,7 @@ def test_a_run_killed_at_random_points_finishes_with_the_shards_of_an_uninterrup
     finish = subprocess.run(command(model_file, killed), env=environment(), capture_output=True, text=True, timeout=300)
     assert finish.returncode == 0, finish.stderr[-2000:]
     assert "chunks are on disk already" in finish.stdout
-    run = shards.GenerationRun(**shards.read_run(whole))
+    run = shards.recorded_run(whole)
     assert_same_shards(whole, killed, run)
     assert not list(killed.glob("shards/.*.tmp"))  # no partial shard left under a shard's name
 
@@ -147,5 +150,5 @@ def test_torchrun_with_two_processes_gives_the_shards_of_one(model_file, tmp_pat
         str(ROOT / "python" / "evaluate.py"))), env=environment(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "[rank 1]" in result.stdout
-    run = shards.GenerationRun(**shards.read_run(one))
+    run = shards.recorded_run(one)
     assert_same_shards(one, two, run)

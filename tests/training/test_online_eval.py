@@ -68,3 +68,16 @@ def test_image_counts_that_are_not_class_balanced_fail_before_training(tmp_path,
     with pytest.raises(ValueError, match="multiple of the model's 3 classes"):
         train(args, model=tiny_model(), dataset=SyntheticImages(size=8, img_size=8, num_classes=3))
     assert not (tmp_path / "run" / "checkpoint-last.pth").exists()
+
+
+@pytest.mark.skipif(not HAVE_INCEPTION, reason="the FID Inception file is absent (make inception)")
+def test_a_run_stopped_during_an_evaluation_redoes_it_when_resumed(tmp_path, reference_folder):
+    dataset = SyntheticImages(size=8, img_size=8, num_classes=3)
+    train(evaluation_args(tmp_path, reference_folder, "--stop_after", "1"), model=tiny_model(), dataset=dataset)
+    step_folder = tmp_path / "run" / "online_eval" / "step-0000001"
+    (step_folder / "metrics.json").unlink()  # as if the run had been killed while scoring
+    train(evaluation_args(tmp_path, reference_folder, "--resume", str(tmp_path / "run")), model=tiny_model(),
+          dataset=dataset)
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in records if record.get("event") == "online_eval"] == [1, 1, 2]
+    assert (step_folder / "metrics.json").is_file()

@@ -261,7 +261,7 @@ def test_split_bits_per_dim_weights_batches_by_size():
 
     model = tiny_model(TINY_AR).eval()
     images = normalise(SyntheticImages(size=4).images)
-    result = dataset_bits_per_dim(model, [images[:3], images[3:]], generator=torch.Generator().manual_seed(0))
+    result = dataset_bits_per_dim(model, [images[:3], images[3:]], seed=0)
     expected = (3 * bits_per_dim(model, images[:3]) + bits_per_dim(model, images[3:])) / 4
     assert result["images"] == 4 and result["num_passes"] == 1
     assert result["bits_per_dim"] == pytest.approx(expected, rel=1e-6)
