@@ -34,7 +34,8 @@ def measure(name, batch):
     size = model.config.img_size_list[0]
     labels = torch.arange(batch) % model.num_classes
     cond_list = model.build_cond_list(labels, settings["cfg"])
-    known = KnownPixels(torch.zeros(batch, 3, size, size), lower_half_mask(size).expand(batch, -1, -1).contiguous())
+    known = KnownPixels(torch.zeros(batch, model.config.channels, size, size),
+                        lower_half_mask(size).expand(batch, -1, -1).contiguous())
     args = (cond_list, settings["num_iter_list"], settings["cfg"], settings["cfg_schedule"], settings["temperature"],
             settings["filter_threshold"])
 

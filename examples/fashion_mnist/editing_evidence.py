@@ -29,7 +29,7 @@ from fractal_ext.io.datasets import FashionMNIST  # noqa: E402
 from fractal_ext.io.images import save_grid_png  # noqa: E402
 from fractal_ext.models.registry import SHIPPED_MODEL  # noqa: E402
 
-BOX = (8, 8, 24, 24)  # x0, y0, x1, y1 of the 32x32 (padded) images: the central 16x16
+BOX_SIZE = 16  # the edited box: the central 16x16 pixels (of 28x28 or of the padded 32x32 images)
 
 
 def accuracy(classifier, images_hwc, labels) -> float:
@@ -53,13 +53,14 @@ def main(argv=None):
     start = time.time()
     model = load_model(args.model_path)
     classifier = load_classifier(args.classifier_path)
-    test = FashionMNIST("test")
+    size, channels = model.config.img_size_list[0], model.config.channels
+    test = FashionMNIST("test", img_size=size, channels=channels)
     generator = torch.Generator().manual_seed(args.seed)
     results = {}
 
     images, labels = test.batch(torch.arange(args.num_inpaint))
-    images = images.permute(0, 2, 3, 1).contiguous()  # uint8 [N, 32, 32, 3]
-    half = lower_half_mask(32)
+    images = images.permute(0, 2, 3, 1).contiguous()  # uint8 [N, S, S, C]
+    half = lower_half_mask(size)
     completed = complete(model, images, half, labels, batch_size=50, generator=generator)
     results["inpaint_lower_half"] = {
         "images": args.num_inpaint,
@@ -68,7 +69,9 @@ def main(argv=None):
         "accuracy_real": accuracy(classifier, images, labels),
     }
 
-    box = box_mask(32, *BOX)
+    offset = (size - BOX_SIZE) // 2
+    box_corners = (offset, offset, offset + BOX_SIZE, offset + BOX_SIZE)
+    box = box_mask(size, *box_corners)
     images, labels = test.batch(torch.arange(args.num_edit))
     images = images.permute(0, 2, 3, 1).contiguous()
     requested = torch.arange(10).repeat(args.num_edit)  # image-major: image i under labels 0..9
@@ -76,7 +79,7 @@ def main(argv=None):
     predicted = classifier.predict(edited.permute(0, 3, 1, 2))
     own = labels.repeat_interleave(10)
     results["edit_central_box"] = {
-        "images": args.num_edit, "box": BOX,
+        "images": args.num_edit, "box": box_corners,
         "fraction_assigned_requested_label": float((predicted == requested).float().mean()),
         "fraction_assigned_requested_label_other_than_own": float((predicted == requested)[requested != own].float().mean()),
         "fraction_assigned_own_label": float((predicted == own).float().mean()),
