@@ -1,7 +1,7 @@
 """`fractal-train`: trains a FractalGen model with the official recipe, in one process or under
 torchrun (options use the official code's names where it has them).
 
-    fractal-train --model fractalmar_fmnist32 --epochs 1 --output_dir outputs/fmnist
+    fractal-train --model fractalmar_fmnist28_grey --epochs 1 --output_dir outputs/fmnist
     torchrun --nproc_per_node=2 python/train.py ...      # DDP (NCCL on GPU, Gloo on CPU)
 """
 import argparse
@@ -16,11 +16,12 @@ def build_parser() -> argparse.ArgumentParser:
         "fractal-train", description="Trains a FractalGen model (the official recipe, docs/training.md). "
         "Single process: `fractal-train ...`; several: `torchrun --nproc_per_node=N python/train.py ...`.")
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default="fractalmar_fmnist32",
-                       help="named config: an official one (fractalar_in64, fractalmar_in64, ...) or a small one "
-                            "(fractalmar_fmnist32); ignored with --model_config")
+    model.add_argument("--model", default="fractalmar_fmnist28_grey",
+                       help="named config: an official one (fractalar_in64, fractalmar_in64, ...) or one of this "
+                            "project's (fractalmar_fmnist28_grey, the shipped model; fractalmar_fmnist32, RGB); "
+                            "ignored with --model_config")
     model.add_argument("--model_config", default=None, help="JSON file of FractalGen keywords (a custom config)")
-    model.add_argument("--img_size", type=integer(1), default=32)
+    model.add_argument("--img_size", type=integer(1), default=None, help="default: the model's; must match it")
     model.add_argument("--class_num", type=integer(1), default=None, help="default: the dataset's number of classes")
     model.add_argument("--label_drop_prob", type=number(0, maximum=1), default=0.1)
     model.add_argument("--r_weight", type=number(0), default=5.0, help="weight of the R channel in the training loss")

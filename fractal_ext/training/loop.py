@@ -217,9 +217,14 @@ def claim_the_output_folder(args, info: DistInfo):
 def _train(args, info: DistInfo, model, dataset, lock=None) -> dict:
     seed_everything(args.seed + info.rank)
     device = info.device
+    if model is not None:
+        channels, size = model.config.channels, model.config.img_size_list[0]
+    else:
+        config = model_kwargs(args.model, getattr(args, "model_config", None))
+        channels, size = config.get("channels", 3), config.get("img_size_list", (None,))[0]
+    if args.img_size is None:
+        args.img_size = size  # the model's own
     if dataset is None:
-        channels = model.config.channels if model is not None else model_kwargs(
-            args.model, getattr(args, "model_config", None)).get("channels", 3)
         dataset = build_dataset(args.dataset, "train", args.data_path, args.img_size, channels)
     if model is None:
         model = build_model_from_args(args, args.class_num or len(dataset.classes))

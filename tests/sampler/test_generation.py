@@ -9,12 +9,11 @@ import torch
 
 from fractal_ext.io.checkpoints import load_model, save_model
 from fractal_ext.io.images import save_grid_png
+from fractal_ext.models.registry import RGB_EXAMPLE_MODEL, SHIPPED_MODEL, SHIPPED_MODEL_NAME, registered_name
 from fractal_ext.sampler import generate
 from training_helpers import TINY_MAR, tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
-ASSETS = ROOT / "fractal_ext" / "assets"
-SHIPPED = ASSETS / "fractalmar_fmnist32.safetensors"
 
 
 def test_generate_and_png_grid(tmp_path):
@@ -33,11 +32,13 @@ def test_generate_and_png_grid(tmp_path):
         assert png.size == (2 * (2 * 10 + 2), 2 * (3 * 10 + 2))
 
 
-@pytest.mark.skipif(not SHIPPED.is_file(), reason="shipped model not present")
-def test_shipped_model_and_sample_script(tmp_path):
-    assert SHIPPED.stat().st_size <= 20 * 2**20
-    model = load_model(SHIPPED)
-    assert model.config.img_size_list == (32, 4, 1) and model.config.class_num == 10
+def test_shipped_models_and_sample_script(tmp_path):
+    assert SHIPPED_MODEL.stat().st_size <= 20 * 2**20
+    model = load_model(SHIPPED_MODEL)
+    assert model.config.img_size_list == (28, 4, 1) and model.config.class_num == 10 and model.config.channels == 1
+    assert registered_name(model.config) == SHIPPED_MODEL_NAME
+    example = load_model(RGB_EXAMPLE_MODEL)
+    assert example.config.img_size_list == (32, 4, 1) and example.config.channels == 3
     out = tmp_path / "two.png"
     result = subprocess.run([sys.executable, str(ROOT / "python" / "sample.py"), "--classes", "7,9", "--per_class", "1",
                              "--num_iter_list", "4,4", "--output", str(out)], cwd=ROOT, capture_output=True, text=True,
