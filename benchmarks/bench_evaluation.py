@@ -2,7 +2,7 @@
 settings, one run. The evaluation samples in chunks (one batch each, its own generator) and writes
 one shard per chunk; the ratio says what that costs (it should be about 1).
 
-    python -m pytest benchmarks/bench_evaluation.py -s      # the shipped model, batch 10, 40 images
+    python -m pytest benchmarks/bench_evaluation.py -s      # the shipped model, batch 10, 20 images
 
 Prints both rates (images/s) and the ratio (evaluation / generate).
 """
@@ -42,7 +42,7 @@ def measure(model, num_images: int, batch: int, repeats: int = 2) -> dict:
 
 @pytest.mark.skipif(not SHIPPED_MODEL.is_file(), reason="shipped model not present")
 def test_evaluation_sampling_against_generate(benchmark):
-    result = measure(load_model(SHIPPED_MODEL), num_images=40, batch=10)
+    result = measure(load_model(SHIPPED_MODEL), num_images=20, batch=10)
     benchmark.extra_info.update(result)
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)  # the timing is the measurement above
     print(f"\nshipped model, batch {result['batch']}, {result['num_images']} images, CPU fp32, "
