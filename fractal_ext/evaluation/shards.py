@@ -158,11 +158,11 @@ def sample_chunks(model, run: GenerationRun, output_dir, rank: int = 0, world_si
 
     device = next(model.parameters()).device
     mine = [chunk for chunk in range(rank, run.num_chunks, world_size)]
-    todo = [chunk for chunk in mine if not shard_path(output_dir, chunk).is_file()]
-    if progress is not None and len(todo) < len(mine):
-        progress(f"[rank {rank}] {len(mine) - len(todo)} of its {len(mine)} chunks are on disk already")
+    pending = [chunk for chunk in mine if not shard_path(output_dir, chunk).is_file()]
+    if progress is not None and len(pending) < len(mine):
+        progress(f"[rank {rank}] {len(mine) - len(pending)} of its {len(mine)} chunks are on disk already")
     start = time.perf_counter()
-    for done, chunk in enumerate(todo, 1):
+    for done, chunk in enumerate(pending, 1):
         labels = run.labels(chunk)
         generator = torch.Generator(device=device).manual_seed(run.seed_of(chunk))
         images = generate(model, labels, batch_size=run.chunk_size, generator=generator,
@@ -171,9 +171,9 @@ def sample_chunks(model, run: GenerationRun, output_dir, rank: int = 0, world_si
         write_atomically(shard_path(output_dir, chunk), lambda stream: stream.write(data))
         if progress is not None:
             elapsed = time.perf_counter() - start
-            progress(f"[rank {rank}] chunk {chunk} ({done}/{len(todo)}): "
-                     f"{sum(len(run.chunk_images(c)) for c in todo[:done]) / elapsed:.2f} images/s")
-    return todo
+            progress(f"[rank {rank}] chunk {chunk} ({done}/{len(pending)}): "
+                     f"{sum(len(run.chunk_images(c)) for c in pending[:done]) / elapsed:.2f} images/s")
+    return pending
 
 
 def load_samples(output_dir, run: GenerationRun) -> tuple[torch.Tensor, torch.Tensor]:
