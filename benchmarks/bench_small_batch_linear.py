@@ -41,3 +41,22 @@ def test_small_batch_linear_vs_torch(benchmark, rows, in_features, out_features)
     gbps = 4 * in_features * out_features / ours / 1e9
     print(f"\n{rows}x{in_features}->{out_features}: ours {ours * 1e6:.0f} us ({gbps:.1f} GB/s), "
           f"torch {theirs * 1e6:.0f} us, ratio: {theirs / ours:.2f}x")
+
+
+@pytest.mark.parametrize("rows, in_features, out_features", SHAPES)
+def test_bf16_weights_vs_fp32_weights(benchmark, rows, in_features, out_features):
+    """The CPU bf16 mode's GEMV (bf16 weights: half the bytes) against the fp32 one, and torch's
+    own bf16 linear, on weight sets of the same size in bytes."""
+    count = max(2, CACHE_BYTES // (4 * in_features * out_features))
+    weights = [torch.randn(out_features, in_features) for _ in range(count)]
+    bf16_weights = [w.bfloat16() for w in weights]
+    x = torch.randn(rows, in_features)
+    fp32 = seconds_per_call(lambda w: ops.small_batch_linear(x, w, None), weights)
+    bf16 = seconds_per_call(lambda w: ops.small_batch_linear(x, w, None), bf16_weights)
+    torch_bf16 = seconds_per_call(lambda w: F.linear(x.bfloat16(), w), bf16_weights)
+    benchmark.extra_info.update(fp32_s=fp32, bf16_s=bf16, torch_bf16_s=torch_bf16, ratio=fp32 / bf16)
+    benchmark.pedantic(lambda: ops.small_batch_linear(x, bf16_weights[0], None), rounds=3, iterations=1)
+    print(f"\n{rows}x{in_features}->{out_features}: bf16 weights {bf16 * 1e6:.0f} us "
+          f"({2 * in_features * out_features / bf16 / 1e9:.1f} GB/s), fp32 weights {fp32 * 1e6:.0f} us, "
+          f"torch bf16 {torch_bf16 * 1e6:.0f} us; ratio fp32 / bf16: {fp32 / bf16:.2f}x, "
+          f"torch bf16 / ours bf16: {torch_bf16 / bf16:.2f}x")

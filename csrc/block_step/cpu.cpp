@@ -7,6 +7,10 @@
 // the rotary embedding, the activations and the residual adds are plain loops over a few rows
 // between the weight-streaming GEMVs of small_batch_linear and the CPU KV-cache attention, so a
 // block step costs its memory traffic and little else.
+//
+// The weight matrices may be bfloat16 (the CPU bf16 sampling mode: half the bytes to stream), each
+// multiplied as small_batch_linear multiplies bf16 weights; activations, norms, the rotary
+// embedding, the attention and the residual stream stay fp32.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -25,7 +29,8 @@ void check_weight(const char* op, const char* name, const at::Tensor& weight, in
                   int64_t in_features) {
   TORCH_CHECK(weight.dim() == 2 && weight.size(0) == out_features && weight.size(1) == in_features, op, ": ",
               name, " must have shape [", out_features, ", ", in_features, "], got ", weight.sizes());
-  TORCH_CHECK(weight.scalar_type() == at::kFloat, op, ": ", name, " must be float32, got ", weight.scalar_type());
+  TORCH_CHECK(weight.scalar_type() == at::kFloat || weight.scalar_type() == at::kBFloat16, op, ": ", name,
+              " must be float32 or bfloat16, got ", weight.scalar_type());
   TORCH_CHECK(weight.device().is_cpu(), op, ": ", name, " must be on the CPU, got ", weight.device());
   TORCH_CHECK(weight.is_contiguous(), op, ": ", name, " must be contiguous");
 }
@@ -118,8 +123,7 @@ at::Tensor attend(const char* op, const at::Tensor& qkv, at::Tensor& k_cache, at
 }
 
 void linear_rows(const at::Tensor& x, const at::Tensor& weight, const float* bias, at::Tensor& y) {
-  small_batch_linear_rows(x.data_ptr<float>(), x.size(0), weight.size(1), weight.data_ptr<float>(), bias,
-                          y.data_ptr<float>(), weight.size(0));
+  small_batch_linear_rows(x.data_ptr<float>(), x.size(0), weight.size(1), weight, bias, y.data_ptr<float>());
 }
 
 // ---- the two blocks ------------------------------------------------------------------------

@@ -12,7 +12,8 @@ TORCH_LIBRARY_FRAGMENT(fractal_ext, m) {
   // only: at batch 1 the fixed cost of the ~35 torch ops a block step takes rivals streaming its
   // weights; on CUDA, callers compose the step from kv_cache_attention and cuBLAS. The caches
   // [R, H, S_max, D/H] and cache_seqlens behave as in kv_cache_attention (updated in place, not
-  // advanced). -> the block's output [R, D].
+  // advanced). -> the block's output [R, D]. The weight matrices may be bfloat16 (each multiplied
+  // as small_batch_linear does); everything else is float32.
   // LLaMA block (AR levels): h = x + wo . attn(rope(wqkv . rms(x))); h + w2 . (silu(w1 . rms(h)) * w3 . rms(h)),
   // rms(x) = x * rsqrt(mean(x^2) + norm_eps) * norm weight; rope [D/H/2, 2] holds (cos, sin) of
   // this position for each consecutive pair of a head's q and k.

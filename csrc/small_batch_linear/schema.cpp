@@ -8,9 +8,11 @@
 #include "common/no_derivative.h"
 
 TORCH_LIBRARY_FRAGMENT(fractal_ext, m) {
-  // y = x . weight^T (+ bias) for x [..., K] with few rows (one-token decoding), weight [N, K]
-  // float32. CPU only: it streams each weight row once for all rows of x; on CUDA, cuBLAS's GEMV
-  // already does, and callers use torch's linear there.
+  // y = x . weight^T (+ bias) for x [..., K] float32 with few rows (one-token decoding), weight
+  // [N, K] float32 or bfloat16, bias float32, y float32. With bf16 weights x is rounded to bf16
+  // (as a bf16 linear rounds its input) and the exact products are summed in fp32. CPU only: it
+  // streams each weight row once for all rows of x; on CUDA, cuBLAS's GEMV already does, and
+  // callers use torch's linear there.
   m.def("small_batch_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
 }
 

@@ -34,7 +34,10 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--raster_order", action="store_true", help="MAR levels in raster order")
     parser.add_argument("--implementation", choices=["fast", "eager"], default="fast")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                        help="fast path: auto = fp16 on CUDA (the official evaluation's autocast), fp32 on CPU")
+                        help="fast path. fp32: the exact computation (auto on CPU). bf16 on CPU: bf16 weight copies "
+                             "and bf16 GEMMs, norms, softmax and sampling in fp32 (same distribution, not the same "
+                             "numbers; docs/performance.md). bf16 / fp16 on CUDA: autocast (auto on CUDA: fp16, as "
+                             "the official evaluation). fp16 on CPU: autocast")
     parser.add_argument("--cuda_graphs", choices=["auto", "on", "off"], default="auto",
                         help="replay fixed-shape steps as CUDA graphs (auto: on for CUDA)")
     parser.add_argument("--device", type=device, default="cuda" if torch.cuda.is_available() else "cpu")

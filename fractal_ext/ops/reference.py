@@ -129,6 +129,10 @@ def cfg_filter_sample(logits, cfg, temperature, filter_threshold, pixel_mean, pi
 
 
 def small_batch_linear(x, weight, bias=None):
+    """F.linear; with bf16 weights and fp32 x (the CPU bf16 sampling mode) x is rounded to bf16,
+    as a bf16 linear rounds its input, and the (exact) products are summed in fp32: y stays fp32."""
+    if weight.dtype == torch.bfloat16 and x.dtype == torch.float32:
+        return F.linear(x.bfloat16().float(), weight.float(), bias)
     return F.linear(x, weight, bias)
 
 
@@ -161,12 +165,13 @@ def llama_block_positions(x, attention_norm_weight, wqkv, wo, ffn_norm_weight, w
     -> [R, T, D]; the caches get the T positions from cache_seqlens on (each attends causally)."""
     rows, new_len, dim = x.shape
     heads = k_cache.shape[1]
-    qkv = F.linear(rms_norm(x, attention_norm_weight, norm_eps), wqkv).view(rows, new_len, 3, heads, dim // heads)
+    qkv = small_batch_linear(rms_norm(x, attention_norm_weight, norm_eps), wqkv)
+    qkv = qkv.view(rows, new_len, 3, heads, dim // heads)
     q, k = rotate_pairs(qkv[:, :, :2], rope[:, None, None]).unbind(2)
     attended = attention(q, k, qkv[:, :, 2], k_cache, v_cache, cache_seqlens, scale)
-    x = x + F.linear(attended.reshape(rows, new_len, dim), wo)
+    x = x + small_batch_linear(attended.reshape(rows, new_len, dim), wo)
     h = rms_norm(x, ffn_norm_weight, norm_eps)
-    return x + F.linear(F.silu(F.linear(h, w1)) * F.linear(h, w3), w2)
+    return x + small_batch_linear(F.silu(small_batch_linear(h, w1)) * small_batch_linear(h, w3), w2)
 
 
 def vit_block_step(x, norm1_weight, norm1_bias, qkv_weight, qkv_bias, proj_weight, proj_bias, norm2_weight,
@@ -176,8 +181,9 @@ def vit_block_step(x, norm1_weight, norm1_bias, qkv_weight, qkv_bias, proj_weigh
     rows, dim = x.shape
     heads = k_cache.shape[1]
     normed = F.layer_norm(x, (dim,), norm1_weight, norm1_bias, norm_eps)
-    q, k, v = F.linear(normed, qkv_weight, qkv_bias).view(rows, 1, 3, heads, dim // heads).unbind(2)
+    q, k, v = small_batch_linear(normed, qkv_weight, qkv_bias).view(rows, 1, 3, heads, dim // heads).unbind(2)
     attended = attention(q, k, v, k_cache, v_cache, cache_seqlens, scale)
-    x = x + F.linear(attended.reshape(rows, dim), proj_weight, proj_bias)
-    hidden = F.gelu(F.linear(F.layer_norm(x, (dim,), norm2_weight, norm2_bias, norm_eps), fc1_weight, fc1_bias))
-    return x + F.linear(hidden, fc2_weight, fc2_bias)
+    x = x + small_batch_linear(attended.reshape(rows, dim), proj_weight, proj_bias)
+    normed = F.layer_norm(x, (dim,), norm2_weight, norm2_bias, norm_eps)
+    hidden = F.gelu(small_batch_linear(normed, fc1_weight, fc1_bias))
+    return x + small_batch_linear(hidden, fc2_weight, fc2_bias)

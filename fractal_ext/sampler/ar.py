@@ -74,7 +74,8 @@ class FastAR:
     def blocks_and_caches(self, token, run: SamplingRun):
         """The blocks' weights and KV caches for `token`'s rows, looked up once per call."""
         gen = self.gen
-        blocks = [llama_block_weights(block) for block in gen.blocks]
+        weight_copy = self.workspace.bf16_copy if run.paths.bf16_weights else None
+        blocks = [llama_block_weights(block, weight_copy) for block in gen.blocks]
         caches = [
             self.workspace.kv_cache(("ar", self.level, index), token.shape[0], gen.num_heads, gen.seq_len,
                                     run.paths.cache_head_dim(gen.head_dim), matmul_dtype(token), token.device)
@@ -106,9 +107,9 @@ class FastAR:
         x = torch.cat([token[:, None], embedded(patches[:, start : end - 1], pos[start + 1 : end])], dim=1)
         rope = gen.rope_table[start:end]
         positions = self.workspace.positions(start, x.shape[0], x.device)
-        for (weights, eps), block_caches in zip(blocks, caches):
-            x = reference.llama_block_positions(x, *weights, rope, *block_caches, positions, eps, self.scale,
-                                                attention=attention_on_caches)
+        for weights, block_caches in zip(blocks, caches):
+            x = reference.llama_block_positions(x, *weights.tensors, rope, *block_caches, positions, weights.eps,
+                                                self.scale, attention=attention_on_caches)
         return embedded(patches[:, end - 1], pos[end])
 
     def decode(self, token, position: int, blocks, caches, run: SamplingRun):

@@ -1,4 +1,5 @@
-"""The MAR levels' bidirectional pass on the CPU in fp32, faster than the modules' own forward.
+"""The MAR levels' bidirectional pass on the CPU (fp32, or bf16 GEMMs in the CPU bf16 mode),
+faster than the modules' own forward.
 
 The pass is bound by its GEMMs (87% of a FractalMAR-64 level-0 block). oneDNN's fp32 GEMM with
 the weights reordered into its blocked layout runs 14-22% faster on this project's x86 CPU than
@@ -39,20 +40,28 @@ def _linear(x, packed_weight, bias, activation="none"):
 
 
 class ReorderedBlocks:
-    """ViT blocks (bidirectional) with their four weight matrices reordered for oneDNN.
+    """ViT blocks (bidirectional) with their four weight matrices reordered for oneDNN, in fp32
+    or (the CPU bf16 mode) as bf16 copies: each GEMM then takes its input rounded to bf16 and
+    returns bf16, the attention is torch's CPU flash attention on bf16 q, k, v (softmax and sums
+    in fp32), and the residual stream and layer norms stay fp32.
 
     Called with `outputs` ([R, m] sequence positions), the last block computes only those rows
     and the result is [R, m, D]: every block but the last needs all rows (their keys and values
     feed the next block's attention), the last one only the rows its caller reads.
     """
 
-    def __init__(self, blocks, rows_hint: int):
+    def __init__(self, blocks, rows_hint: int, dtype: torch.dtype = torch.float32):
         self.blocks = list(blocks)
+        self.dtype = dtype
         self.weights = [
-            tuple(torch.ops.mkldnn._reorder_linear_weight(linear.weight, rows_hint)
-                  for linear in (block.attn.qkv, block.attn.proj, block.mlp.fc1, block.mlp.fc2))
+            tuple(torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach().to(dtype), rows_hint)
+                  for linear in self.linears(block))
             for block in self.blocks
         ]
+
+    @staticmethod
+    def linears(block) -> tuple:
+        return block.attn.qkv, block.attn.proj, block.mlp.fc1, block.mlp.fc2
 
     def __call__(self, x, outputs=None):
         last = len(self.blocks) - 1
@@ -60,18 +69,17 @@ class ReorderedBlocks:
             x = self._block(x, block, *weights, outputs=outputs if i == last else None)
         return x
 
-    @staticmethod
-    def _block(x, block, qkv_weight, proj_weight, fc1_weight, fc2_weight, outputs=None):
+    def _block(self, x, block, qkv_weight, proj_weight, fc1_weight, fc2_weight, outputs=None):
         """ViTBlock.forward (eval mode) on the reordered weights; with `outputs`, only those
         rows' queries attend and only those rows go on (every row still gives keys and values)."""
         b, n, c = x.shape
         attn, mlp = block.attn, block.mlp
-        h = F.layer_norm(x, (c,), block.norm1.weight, block.norm1.bias, block.norm1.eps)
+        h = F.layer_norm(x, (c,), block.norm1.weight, block.norm1.bias, block.norm1.eps).to(self.dtype)
         q, k, v = _linear(h, qkv_weight, attn.qkv.bias).view(b, n, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
         if outputs is not None:
             q = q.take_along_dim(outputs[:, None, :, None], dim=2)
             x = x.take_along_dim(outputs[:, :, None], dim=1)
         attended = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
         x = x + _linear(attended.transpose(1, 2).reshape(b, -1, c), proj_weight, attn.proj.bias)
-        h = F.layer_norm(x, (c,), block.norm2.weight, block.norm2.bias, block.norm2.eps)
+        h = F.layer_norm(x, (c,), block.norm2.weight, block.norm2.bias, block.norm2.eps).to(self.dtype)
         return x + _linear(_linear(h, fc1_weight, mlp.fc1.bias, "gelu"), fc2_weight, mlp.fc2.bias)

@@ -1,12 +1,15 @@
 """One-token decoding through the blocks of a level, against KV caches.
 
 At batch 1 a sampling run makes tens of thousands of these calls on tiny tensors, so per-op
-overhead is what costs. On the CPU in fp32 with a few rows, a whole block step is one operator
+overhead is what costs. On the CPU with a few rows, a whole block step is one operator
 (`llama_block_step` / `vit_block_step`: weight-streaming GEMVs, the KV-cache attention and plain
-loops for the rest). Elsewhere (CUDA, autocast, larger batches) the step is composed from torch's
-linear layers and the KV-cache attention operator, with the same arithmetic as the modules.
+loops for the rest); in the CPU bf16 mode it reads bf16 copies of the weight matrices. Elsewhere
+(CUDA, autocast, larger batches) the step is composed from torch's linear layers and the KV-cache
+attention operator, with the same arithmetic as the modules and the modules' fp32 weights.
 Weights are read straight from the modules (no module call machinery).
 """
+from typing import Callable, NamedTuple
+
 import torch
 import torch.nn.functional as F
 
@@ -38,39 +41,55 @@ def layer_norm(x, norm):
     return torch.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
 
-def llama_block_weights(block) -> tuple:
-    """The tensors and norm eps of a LLaMA block in llama_block_step's argument order (read once
-    per level call: module attribute lookups cost more than a small block step)."""
+class BlockWeights(NamedTuple):
+    """A block's tensors in its block-step operator's argument order, read once per level call
+    (module attribute lookups cost more than a small block step). `kernel_tensors`: what the
+    operator reads, the same tensors or (CPU bf16 mode) with bf16 copies of the weight matrices;
+    the composed step reads `tensors`."""
+
+    tensors: tuple
+    eps: float
+    kernel_tensors: tuple
+
+
+def _block_weights(tensors, matrices, eps, weight_copy) -> BlockWeights:
+    if weight_copy is None:
+        return BlockWeights(tensors, eps, tensors)
+    return BlockWeights(tensors, eps, tuple(weight_copy(t) if i in matrices else t for i, t in enumerate(tensors)))
+
+
+def llama_block_weights(block, weight_copy: Callable | None = None) -> BlockWeights:
+    """A LLaMA block's weights; `weight_copy(tensor)` gives the weight matrices the kernels read
+    (None: the modules' own)."""
     attention, ffn = block.attention, block.feed_forward
-    return (block.attention_norm.weight, attention.wqkv.weight, attention.wo.weight, block.ffn_norm.weight,
-            ffn.w1.weight, ffn.w2.weight, ffn.w3.weight), block.attention_norm.eps
+    tensors = (block.attention_norm.weight, attention.wqkv.weight, attention.wo.weight, block.ffn_norm.weight,
+               ffn.w1.weight, ffn.w2.weight, ffn.w3.weight)
+    return _block_weights(tensors, {1, 2, 4, 5, 6}, block.attention_norm.eps, weight_copy)
 
 
-def vit_block_weights(block) -> tuple:
-    """The tensors and norm eps of a ViT block in vit_block_step's argument order."""
+def vit_block_weights(block, weight_copy: Callable | None = None) -> BlockWeights:
+    """A ViT block's weights (see llama_block_weights)."""
     attn, mlp = block.attn, block.mlp
-    return (block.norm1.weight, block.norm1.bias, attn.qkv.weight, attn.qkv.bias, attn.proj.weight, attn.proj.bias,
-            block.norm2.weight, block.norm2.bias, mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight,
-            mlp.fc2.bias), block.norm1.eps
+    tensors = (block.norm1.weight, block.norm1.bias, attn.qkv.weight, attn.qkv.bias, attn.proj.weight, attn.proj.bias,
+               block.norm2.weight, block.norm2.bias, mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias)
+    return _block_weights(tensors, {2, 4, 8, 10}, block.norm1.eps, weight_copy)
 
 
-def llama_block_decode(x, block_weights, rope, caches, positions, scale, kernels: bool):
+def llama_block_decode(x, weights: BlockWeights, rope, caches, positions, scale, kernels: bool):
     """x [R, D] at one position (rope [head_dim/2, 2]: its cos, sin) -> [R, D]; the block's
     caches get this position's k, v. `kernels`: the run may use the block-step operators."""
-    weights, eps = block_weights
-    args = (x, *weights, rope, *caches, positions, eps, scale)
     if kernels and block_step_kernel_fits(*x.shape):
-        return ops.llama_block_step(*args)
-    return reference.llama_block_step(*args, attention=attention_on_caches)
+        return ops.llama_block_step(x, *weights.kernel_tensors, rope, *caches, positions, weights.eps, scale)
+    return reference.llama_block_step(x, *weights.tensors, rope, *caches, positions, weights.eps, scale,
+                                      attention=attention_on_caches)
 
 
-def vit_block_decode(x, block_weights, caches, positions, scale, kernels: bool):
+def vit_block_decode(x, weights: BlockWeights, caches, positions, scale, kernels: bool):
     """Causal ViT block (pixel heads), x [R, W] at one position -> [R, W]."""
-    weights, eps = block_weights
-    args = (x, *weights, *caches, positions, eps, scale)
     if kernels and block_step_kernel_fits(*x.shape):
-        return ops.vit_block_step(*args)
-    return reference.vit_block_step(*args, attention=attention_on_caches)
+        return ops.vit_block_step(x, *weights.kernel_tensors, *caches, positions, weights.eps, scale)
+    return reference.vit_block_step(x, *weights.tensors, *caches, positions, weights.eps, scale,
+                                    attention=attention_on_caches)
 
 
 def attention_on_caches(q, k, v, k_cache, v_cache, cache_seqlens, scale):

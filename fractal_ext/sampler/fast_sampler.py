@@ -46,7 +46,10 @@ class FastSampler:
                known: KnownPixels | None = None, on_step=None) -> torch.Tensor:
         """`precision`: "fp32" computes what the eager path computes; "bf16" / "fp16" run the
         matmuls under autocast (as the official code does on GPU), keeping the fp32 islands of the
-        modules (RMSNorm, MAR attention logits, output logits, sampling). `cuda_graphs`: replay
+        modules (RMSNorm, MAR attention logits, output logits, sampling), except "bf16" on the CPU:
+        the block-step operators read bf16 copies of the weight matrices (made once per model,
+        kept with the sampler's buffers) and the MAR passes run bf16 GEMMs, the rest fp32 (see
+        ComputePaths.bf16_weights). `cuda_graphs`: replay
         the AR levels' token steps, the MAR levels' passes and the pixel heads' channel steps as
         CUDA graphs (None: on for CUDA when this build has the CUDA kernels). `paths`: the
         implementations to take (default: chosen from the device, precision and cuda_graphs;
@@ -80,7 +83,8 @@ class FastSampler:
             guided=float(cfg) != 1.0, paths=paths, on_top_level_step=on_top_level_step, graphs=graphs,
             editing=editing,
         )
-        dtype = AUTOCAST_DTYPES[precision]
+        # The CPU bf16 mode runs its bf16 GEMMs itself (ComputePaths.bf16_weights): no autocast.
+        dtype = None if paths.bf16_weights else AUTOCAST_DTYPES[precision]
         # Autocast frees its cache of cast weights when the context exits: a recorded graph must
         # not point into it, so with graphs the casts happen inside each step.
         with torch.autocast(device_type=conds.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None,

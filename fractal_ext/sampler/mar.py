@@ -21,6 +21,7 @@ class FastMAR:
         self.gen = generator
         self.next_level = next_level
         self.level = level
+        self.workspace = workspace
         self.guiding_pixel_head = FastPixelHead(generator.guiding_pixel_loss, workspace) if generator.guiding_pixel else None
 
     def condition_tokens(self, conds: torch.Tensor, cfg, run: SamplingRun, known=None) -> torch.Tensor:
@@ -133,28 +134,39 @@ class FastMAR:
     def _middle_conditions(self, x, positions, run: SamplingRun) -> torch.Tensor:
         """The bidirectional pass: [R, P + L, D] (condition prefix, then tokens) -> the middle
         conditions [R, L, D]. Elsewhere every step of a call has the same shapes (on CUDA: one
-        replayed pass per level and row count); on the CPU in fp32 the oneDNN pass computes the
-        last block only for the tokens the neighbour gather reads, and the other conditions are
-        left zero."""
+        replayed pass per level and row count); on the CPU the oneDNN pass computes the last block
+        only for the tokens the neighbour gather reads, and the other conditions are left zero."""
         if not run.paths.onednn_mar_pass:
-            return run.graphs.run(("mar", self.level, x.shape, x.dtype), self._bidirectional_pass, x)
+            return run.graphs.run(("mar", self.level, x.shape, x.dtype), partial(self._bidirectional_pass, run), x)
         read = tokens_read_by_gather(positions, self.gen.seq_len)
         read = torch.cat([read, read]) if run.guided else read
         return run.graphs.run(("mar", self.level, x.shape, x.dtype, read.shape),
                               partial(self._onednn_pass, run), x, read)
 
-    def _bidirectional_pass(self, x):
+    def _bidirectional_pass(self, run: SamplingRun, x):
         prefix_len = x.shape[1] - self.gen.seq_len
-        for block in self.gen.blocks:
-            x = block(x)
+        # The CPU bf16 mode without oneDNN's linear: the modules' GEMMs under autocast.
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=run.paths.bf16_weights):
+            for block in self.gen.blocks:
+                x = block(x)
         return self.gen.norm(x[:, prefix_len:])
+
+    def _reordered_blocks(self, run: SamplingRun, rows_hint: int) -> ReorderedBlocks:
+        """fp32: reordered once per sampling run (the copy is held for the run only). bf16: the
+        bf16 copy is made once per model and kept with the sampler's buffers."""
+        if run.paths.bf16_weights:
+            sources = [linear.weight for block in self.gen.blocks for linear in ReorderedBlocks.linears(block)]
+            return self.workspace.prepared(("bf16 reordered MAR blocks", id(self.gen)), sources,
+                                           lambda: ReorderedBlocks(self.gen.blocks, rows_hint, torch.bfloat16))
+        key = ("reordered MAR blocks", self.level)
+        if key not in run.prepared:
+            run.prepared[key] = ReorderedBlocks(self.gen.blocks, rows_hint)
+        return run.prepared[key]
 
     def _onednn_pass(self, run: SamplingRun, x, read):
         rows, prefix_len, dim = x.shape[0], x.shape[1] - self.gen.seq_len, x.shape[2]
-        key = ("reordered MAR blocks", self.level)
-        if key not in run.prepared:
-            run.prepared[key] = ReorderedBlocks(self.gen.blocks, rows_hint=x.shape[0] * x.shape[1])
-        conditions = self.gen.norm(run.prepared[key](x, outputs=read + prefix_len))
+        blocks = self._reordered_blocks(run, rows_hint=x.shape[0] * x.shape[1])
+        conditions = self.gen.norm(blocks(x, outputs=read + prefix_len))
         middle = conditions.new_zeros(rows, self.gen.seq_len, dim)
         return middle.scatter_(1, read[..., None].expand_as(conditions), conditions)
 

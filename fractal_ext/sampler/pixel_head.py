@@ -34,7 +34,8 @@ class FastPixelHead:
         channels = head.channels
         pixels = torch.empty(n, channels, device=cond.device)
         token = F.linear(cond, head.cond_proj.weight, head.cond_proj.bias)
-        blocks = [(vit_block_weights(block), block.attn.scale) for block in head.blocks]
+        weight_copy = self.workspace.bf16_copy if run.paths.bf16_weights else None
+        blocks = [(vit_block_weights(block, weight_copy), block.attn.scale) for block in head.blocks]
         caches = [
             self.workspace.kv_cache(("pixel_head", id(self), index), rows, self.num_heads, channels,
                                     run.paths.cache_head_dim(self.head_dim), matmul_dtype(token), token.device)

@@ -24,12 +24,16 @@ class ComputePaths:
         vit_block_step) where the row count suits them; otherwise the step is composed of torch's
         linear layers and the KV-cache attention operator.
     onednn_mar_pass: MAR levels' bidirectional passes on oneDNN GEMMs with reordered weights.
+    bf16_weights: the CPU bf16 mode: the block-step operators read bf16 copies of the weight
+        matrices and the MAR passes run bf16 GEMMs (oneDNN's, or the modules under autocast);
+        activations, norms, attention softmax and sampling stay fp32, and no autocast is active.
     cache_head_dim_multiple: KV-cache rows are padded to a multiple of this (zero columns).
     step_graph: the class that records and replays fixed-shape steps (CUDA graphs), or None to run
         every step directly."""
 
     block_step_kernels: bool = False
     onednn_mar_pass: bool = False
+    bf16_weights: bool = False
     cache_head_dim_multiple: int = 1
     step_graph: type | None = None
 
@@ -54,10 +58,13 @@ def use_graphs(setting, device: torch.device) -> bool:
 
 
 def choose_paths(device: torch.device, precision: str, cuda_graphs: bool | None) -> ComputePaths:
-    cpu_fp32 = device.type == "cpu" and precision == "fp32"
+    """CPU fp32 and bf16: the CPU operators (bf16: on bf16 weight copies); elsewhere (CUDA, CPU
+    fp16) the composed steps, under autocast at a reduced precision."""
+    cpu_kernels = device.type == "cpu" and precision in ("fp32", "bf16")
     return ComputePaths(
-        block_step_kernels=cpu_fp32,
-        onednn_mar_pass=cpu_fp32 and onednn_linear_available(),
+        block_step_kernels=cpu_kernels,
+        onednn_mar_pass=cpu_kernels and onednn_linear_available(),
+        bf16_weights=device.type == "cpu" and precision == "bf16",
         cache_head_dim_multiple=CUDA_HEAD_DIM_MULTIPLE if device.type == "cuda" else 1,
         step_graph=CudaStepGraph if use_graphs(cuda_graphs, device) else None,
     )

@@ -1,7 +1,9 @@
-"""Buffers the fast sampler allocates once per sampling run and reuses for every call of a level:
-KV caches (grown to the largest row count seen, handed out as leading slices, which stay
-contiguous) and the constant cache-position vectors the attention operator reads."""
+"""Buffers the fast sampler allocates once and reuses for every call of a level: KV caches (grown
+to the largest row count seen, handed out as leading slices, which stay contiguous), the constant
+cache-position vectors the attention operator reads, and weights prepared for a compute path
+(bf16 copies, reordered layouts), made once per model and remade when the weights change."""
 import threading
+import weakref
 
 import torch
 
@@ -17,6 +19,23 @@ class Workspace:
 
     def __init__(self):
         self._buffers = _ThreadBuffers()
+        self._prepared = {}  # read-only once made: shared by the threads
+
+    def prepared(self, key, sources, make):
+        """`make()`'s result for the tensors `sources` as they are now: made on first use and again
+        when one of them was replaced or changed in place (an optimiser step, load_state_dict), so
+        a prepared copy never holds stale weights. Kept as long as this workspace (the model's
+        fast sampler)."""
+        stamp = tuple((t.data_ptr(), t._version) for t in sources)
+        entry = self._prepared.get(key)
+        if entry is None or entry[0] != stamp or any(ref() is not t for ref, t in zip(entry[1], sources)):
+            entry = (stamp, tuple(weakref.ref(t) for t in sources), make())
+            self._prepared[key] = entry
+        return entry[2]
+
+    def bf16_copy(self, weight: torch.Tensor) -> torch.Tensor:
+        """A bf16 copy of a weight matrix, made once (see `prepared`)."""
+        return self.prepared(("bf16", id(weight)), (weight,), lambda: weight.detach().to(torch.bfloat16).contiguous())
 
     def kv_cache(self, key, rows, heads, max_len, width, dtype, device):
         """(k, v) caches [rows, heads, max_len, width]; `width` is the head dim, padded where the

@@ -126,5 +126,7 @@ def test_the_sampler_takes_the_block_step_kernel_where_it_is_faster():
 
     assert block_step_kernel_fits(4, 128) and not block_step_kernel_fits(8, 128)
     assert block_step_kernel_fits(16, 512) and not block_step_kernel_fits(17, 1024)
-    assert choose_paths(torch.device("cpu"), "fp32", None).block_step_kernels
-    assert not choose_paths(torch.device("cpu"), "bf16", None).block_step_kernels  # autocast: composed steps
+    fp32, bf16, fp16 = (choose_paths(torch.device("cpu"), precision, None) for precision in ("fp32", "bf16", "fp16"))
+    assert fp32.block_step_kernels and not fp32.bf16_weights
+    assert bf16.block_step_kernels and bf16.bf16_weights  # the CPU bf16 mode: kernels on bf16 weight copies
+    assert not fp16.block_step_kernels and not fp16.bf16_weights  # autocast: composed steps

@@ -65,10 +65,38 @@ def test_a_corner_token_reads_three_conditions():
     assert tokens_read_by_gather(torch.tensor([[0]]), 64).tolist() == [[0, 1, 8]]
 
 
-def test_only_fp32_cpu_passes_take_the_onednn_path():
+def test_fp32_and_the_cpu_bf16_mode_take_the_onednn_path():
     assert choose_paths(torch.device("cpu"), "fp32", None).onednn_mar_pass
-    assert not choose_paths(torch.device("cpu"), "fp16", None).onednn_mar_pass
-    assert not choose_paths(torch.device("cpu"), "bf16", None).onednn_mar_pass
+    assert choose_paths(torch.device("cpu"), "bf16", None).onednn_mar_pass  # on bf16 weight copies
+    assert not choose_paths(torch.device("cpu"), "fp16", None).onednn_mar_pass  # autocast
+
+
+def test_bf16_reordered_blocks_are_as_accurate_as_bf16_autocast():
+    """The CPU bf16 mode's pass (bf16 GEMMs and attention, fp32 residual stream and norms)
+    against the modules in float64 on the same bf16-rounded weights: no less accurate than the
+    modules under bf16 autocast."""
+    torch.manual_seed(3)
+    blocks = torch.nn.ModuleList([ViTBlock(64, 4) for _ in range(3)]).eval()
+    with torch.no_grad():
+        for parameter in blocks.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+        for block in blocks:  # weights bf16-exact, so that only the computation differs
+            for linear in ReorderedBlocks.linears(block):
+                linear.weight.copy_(linear.weight.bfloat16().float())
+        x = torch.randn(2, 21, 64)
+        truth = x.double()
+        for block in blocks.double():
+            truth = block(truth)
+        blocks.float()
+        ours = ReorderedBlocks(blocks, rows_hint=42, dtype=torch.bfloat16)(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = x
+            for block in blocks:
+                autocast = block(autocast)
+    assert ours.dtype == torch.float32
+    ours_error, autocast_error = ((y.double() - truth).abs().max() for y in (ours, autocast))
+    assert ours_error <= 1.5 * autocast_error, (ours_error, autocast_error)
+    assert ours_error > 1e-4  # bf16 arithmetic did run (fp32 would be ~1e-6 off)
 
 
 def test_the_availability_check_does_not_touch_the_global_rng():

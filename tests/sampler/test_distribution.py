@@ -42,3 +42,22 @@ def test_fast_samples_match_eager_samples_of_the_trained_model():
     eager = draw("eager", 1)
     assert same_distribution(draw("fast", 2), eager)
     assert not same_distribution(draw("fast", 3, temperature=0.5), eager)  # the check can fail
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="shipped model not present")
+def test_cpu_bf16_samples_have_the_distribution_of_fp32_samples():
+    """The CPU bf16 mode against fp32 on the shipped model (100 images per set, every class): the
+    pixel histogram, the classifier agreement and the classifier-feature Fréchet distance of bf16
+    samples are within the spread of fp32 with another seed; a changed temperature is rejected by
+    the same check. docs/performance.md gives the same comparison at more images."""
+    from fractal_ext.evaluation.fashion_classifier import load_classifier
+    from fractal_ext.evaluation.parity import precision_parity
+
+    model, classifier = load_model(SHIPPED), load_classifier()
+    settings = dict(NAMED_SAMPLING[SHIPPED_MODEL_NAME])
+    result = precision_parity(model, classifier, 100, settings, {
+        "bf16": {"precision": "bf16"},
+        "bf16 at 0.8 x the temperature": {"precision": "bf16", "temperature": 0.8 * settings["temperature"]},
+    })
+    assert result["bf16"]["same_distribution"], result
+    assert not result["bf16 at 0.8 x the temperature"]["same_distribution"], result

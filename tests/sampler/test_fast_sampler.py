@@ -137,6 +137,39 @@ def test_reduced_precision_sampling_runs_and_stays_close(name):
                      args["filter_threshold"], precision="int8")
 
 
+@pytest.mark.parametrize("name", ["tiny_ar", "tiny_mar4_gp"])
+def test_cpu_bf16_mode_makes_its_weight_copies_once_and_again_after_the_weights_change(name):
+    """precision="bf16" on the CPU: bf16 copies of the weight matrices (and, for MAR, the
+    reordered bf16 blocks) made on the first run, reused by the next, remade when a weight changes
+    in place (an optimiser step): never stale, same images as a model that never sampled."""
+    import copy
+
+    model = build_reference_model(name)
+    args = reference_entry(name)["sample_args"]
+
+    def sample(model):
+        return model.sample(model.build_cond_list(reference_tensors(name)["in.labels"], args["cfg"]),
+                            args["num_iter_list"], args["cfg"], args["cfg_schedule"], args["temperature"],
+                            args["filter_threshold"], greedy=True, raster_order=True, precision="bf16")
+
+    first = sample(model)
+    prepared = model.fast_sampler().workspace._prepared
+    copies = {key: entry[2] for key, entry in prepared.items()}
+    assert any(key[0] == "bf16" and value.dtype == torch.bfloat16 for key, value in copies.items())
+    if name.startswith("tiny_mar"):
+        from fractal_ext.sampler.bidirectional import onednn_linear_available
+        assert any(key[0] == "bf16 reordered MAR blocks" for key in copies) == onednn_linear_available()
+    assert torch.equal(sample(model), first)
+    assert all(prepared[key][2] is value for key, value in copies.items())  # reused, not remade
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(1.5)
+    updated = sample(model)
+    assert all(prepared[key][2] is not value for key, value in copies.items())
+    assert torch.equal(updated, sample(copy.deepcopy(model)))  # a copy builds its own sampler
+    assert not torch.equal(updated, first)
+
+
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA device")])])
 @pytest.mark.parametrize("name", ["tiny_ar", "tiny_mar4_gp"])
