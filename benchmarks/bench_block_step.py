@@ -77,3 +77,26 @@ def test_block_step_vs_composite(benchmark, case):
     benchmark.pedantic(lambda: fused(x, *blocks[0]), rounds=3, iterations=1)
     print(f"\n{case}: ours {ours * 1e6:.0f} us ({weight_bytes / ours / 1e9:.1f} GB/s of weights), "
           f"composite {theirs * 1e6:.0f} us, ratio: {theirs / ours:.2f}x")
+
+
+def with_bf16_matrices(kind, arguments):
+    """The block's arguments with its weight matrices as bf16 copies (the CPU bf16 mode)."""
+    matrices = {1, 2, 4, 5, 6} if kind == "llama" else {2, 4, 8, 10}
+    return tuple(a.bfloat16() if i in matrices else a for i, a in enumerate(arguments))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bf16_block_step_vs_fp32(benchmark, case):
+    """The same block step on bf16 weight matrices (half the bytes to stream) against fp32."""
+    kind, dim, heads, hidden, max_len, position = CASES[case]
+    weight_bytes = 4 * (4 * dim * dim + (3 if kind == "llama" else 2) * dim * hidden)
+    blocks = [block_arguments(*CASES[case]) for _ in range(max(2, CACHE_BYTES // weight_bytes))]
+    bf16_blocks = [with_bf16_matrices(kind, arguments) for arguments in blocks]
+    x = torch.randn(ROWS, dim)
+    fused = ops.llama_block_step if kind == "llama" else ops.vit_block_step
+    fp32 = seconds_per_step(fused, x, blocks)
+    bf16 = seconds_per_step(fused, x, bf16_blocks)
+    benchmark.extra_info.update(fp32_s=fp32, bf16_s=bf16, ratio=fp32 / bf16)
+    benchmark.pedantic(lambda: fused(x, *bf16_blocks[0]), rounds=3, iterations=1)
+    print(f"\n{case}: bf16 weights {bf16 * 1e6:.0f} us ({weight_bytes / 2 / bf16 / 1e9:.1f} GB/s of weights), "
+          f"fp32 {fp32 * 1e6:.0f} us, ratio: {fp32 / bf16:.2f}x")

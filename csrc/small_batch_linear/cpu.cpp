@@ -100,30 +100,45 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void rows_avx512_bf16_dot
     int64_t in_features, int64_t col_begin, int64_t col_end) {
   constexpr int64_t kPerLoad = 32;
   const int64_t tail = in_features % kPerLoad, vector_end = in_features - tail;
+  const int64_t pair_end = vector_end - vector_end % (2 * kPerLoad);
   const __mmask32 tail_mask = tail ? __mmask32((1u << tail) - 1u) : __mmask32(0);
   for (int64_t col = col_begin; col < col_end; ++col) {
     const Bf16* w = weight + col * in_features;
-    __m512 sums[Rows];
-    for (int r = 0; r < Rows; ++r) sums[r] = _mm512_setzero_ps();
-    for (int64_t t = 0; t < vector_end; t += kPerLoad) {
-      const __m512bh wv = (__m512bh)_mm512_loadu_si512(w + t);
+    // Two independent sums per row, so that consecutive vdpbf16ps do not wait for each other.
+    __m512 even[Rows], odd[Rows];
+    for (int r = 0; r < Rows; ++r) even[r] = odd[r] = _mm512_setzero_ps();
+    for (int64_t t = 0; t < pair_end; t += 2 * kPerLoad) {
+      const __m512bh w0 = (__m512bh)_mm512_loadu_si512(w + t);
+      const __m512bh w1 = (__m512bh)_mm512_loadu_si512(w + t + kPerLoad);
+      for (int r = 0; r < Rows; ++r) {
+        even[r] = _mm512_dpbf16_ps(even[r], w0, (__m512bh)_mm512_loadu_si512(x + r * x_stride + t));
+        odd[r] = _mm512_dpbf16_ps(odd[r], w1, (__m512bh)_mm512_loadu_si512(x + r * x_stride + t + kPerLoad));
+      }
+    }
+    if (pair_end < vector_end) {
+      const __m512bh wv = (__m512bh)_mm512_loadu_si512(w + pair_end);
       for (int r = 0; r < Rows; ++r)
-        sums[r] = _mm512_dpbf16_ps(sums[r], wv, (__m512bh)_mm512_loadu_si512(x + r * x_stride + t));
+        even[r] = _mm512_dpbf16_ps(even[r], wv, (__m512bh)_mm512_loadu_si512(x + r * x_stride + pair_end));
     }
     if (tail) {
       const __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(tail_mask, w + vector_end);
       for (int r = 0; r < Rows; ++r) {
         const __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(tail_mask, x + r * x_stride + vector_end);
-        sums[r] = _mm512_dpbf16_ps(sums[r], wv, xv);
+        odd[r] = _mm512_dpbf16_ps(odd[r], wv, xv);
       }
     }
     const float b = bias ? bias[col] : 0.0f;
     for (int r = 0; r < Rows; ++r) {
-      alignas(64) float lanes[16];  // summed as the fp32 kernels sum their lanes
-      _mm512_store_ps(lanes, sums[r]);
-      float sum = 0.0f;
-      for (int lane = 0; lane < 16; ++lane) sum += lanes[lane];
-      y[r * y_stride + col] = sum + b;
+      // A tree of halvings (the sum of 16 lanes in 4 dependent adds, not 16). The halves are
+      // taken by zero-masked extracts with a full mask (the plain extract): gcc 12's unmasked
+      // extract and 512-to-256 cast warn about their deliberately undefined pass-through operand.
+      const __m512d v = _mm512_castps_pd(_mm512_add_ps(even[r], odd[r]));
+      const __m256 h8 = _mm256_add_ps(_mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xFF, v, 0)),
+                                      _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xFF, v, 1)));
+      const __m128 h4 = _mm_add_ps(_mm256_castps256_ps128(h8), _mm256_extractf128_ps(h8, 1));
+      const __m128 h2 = _mm_add_ps(h4, _mm_movehl_ps(h4, h4));
+      const __m128 h1 = _mm_add_ss(h2, _mm_movehdup_ps(h2));
+      y[r * y_stride + col] = _mm_cvtss_f32(h1) + b;
     }
   }
 }

@@ -142,9 +142,13 @@ class ClassifierFeatures:
         return {"features": features.double().cpu(), "logits": self.network.head[-1](features).double().cpu()}
 
 
-def extract(space, images_u8: torch.Tensor, batch_size: int = 200) -> dict:
+def extract(space, images_u8: torch.Tensor, batch_size: int = 8) -> dict:
     """Runs a feature space over uint8 images [N, H, W, C] in batches; returns its outputs
-    concatenated ({"features": [N, D], and "logits": [N, K] where it has them})."""
+    concatenated ({"features": [N, D], and "logits": [N, K] where it has them}).
+
+    Small batches: at 299x299 an Inception activation takes 5.5 MB per image, and batches of 200
+    spent 40% of the CPU time in the kernel, mapping and unmapping those buffers; batches of 8
+    took 1.65x less CPU time in all (1 core, fp32)."""
     outputs = [space(images_u8[i : i + batch_size]) for i in range(0, len(images_u8), batch_size)]
     return {key: torch.cat([output[key] for output in outputs]) for key in outputs[0]} if outputs else {}
 
