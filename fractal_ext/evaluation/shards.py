@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save
 from fractal_ext.evaluation.seeds import derived_seed
 from fractal_ext.io.atomic import write_atomically
 from fractal_ext.io.checkpoints import content_hash
+from fractal_ext.io.run_lock import TEMPORARY
 
 RUN_FILE = "run.json"
 SHARD_FOLDER = "shards"
@@ -149,6 +150,20 @@ def read_shard(output_dir, run: GenerationRun, chunk: int) -> tuple[torch.Tensor
     return images, labels
 
 
+def remove_interrupted_writes(output_dir, chunks) -> list[str]:
+    """Removes the temporary files that a killed run's shard writes left for these chunks; returns
+    their names. Only the rank that owns a chunk writes it, so a rank never removes a write that
+    another live rank has in flight."""
+    removed = []
+    for chunk in chunks:
+        path = shard_path(output_dir, chunk)
+        for entry in path.parent.glob(f".{path.name}.*.tmp"):
+            if TEMPORARY.match(entry.name):
+                entry.unlink(missing_ok=True)
+                removed.append(entry.name)
+    return removed
+
+
 def sample_chunks(model, run: GenerationRun, output_dir, rank: int = 0, world_size: int = 1, progress=print,
                   **generate_options) -> list[int]:
     """Samples this rank's chunks that have no shard yet and writes their shards. Returns the chunks
@@ -158,6 +173,7 @@ def sample_chunks(model, run: GenerationRun, output_dir, rank: int = 0, world_si
 
     device = next(model.parameters()).device
     mine = [chunk for chunk in range(rank, run.num_chunks, world_size)]
+    remove_interrupted_writes(output_dir, mine)
     pending = [chunk for chunk in mine if not shard_path(output_dir, chunk).is_file()]
     if progress is not None and len(pending) < len(mine):
         progress(f"[rank {rank}] {len(mine) - len(pending)} of its {len(mine)} chunks are on disk already")

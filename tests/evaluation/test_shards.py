@@ -91,6 +91,19 @@ def test_missing_and_wrong_shards_are_named(model, tmp_path):
         shards.read_shard(tmp_path, run, 2)
 
 
+def test_a_rank_removes_the_interrupted_writes_of_its_own_chunks_only(model, tmp_path):
+    run = describe(model)
+    shards.claim_folder(tmp_path, run)
+    leftovers = {chunk: shards.shard_path(tmp_path, chunk).with_name(f".chunk-{chunk:06d}.safetensors.a1b2c3d4.tmp")
+                 for chunk in range(3)}
+    for path in leftovers.values():
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"half a shard")
+    shards.sample_chunks(model, run, tmp_path, rank=0, world_size=2, progress=None)  # chunks 0 and 2
+    assert [path.exists() for path in leftovers.values()] == [False, True, False]  # chunk 1 is rank 1's
+    assert shards.read_shard(tmp_path, run, 0) is not None and shards.read_shard(tmp_path, run, 1) is None
+
+
 @pytest.mark.parametrize("num_images", [10, 0])
 def test_image_counts_that_are_not_class_balanced_are_refused(model, num_images):
     with pytest.raises(shards.GenerationRunError, match="multiple of the model's 3 classes"):
