@@ -35,7 +35,7 @@ def bf16_linear_case(rows, in_features, out_features, seed):
     return x, weight, bias
 
 
-@pytest.mark.parametrize("rows", [1, 2, 3, 8, 9, 17])
+@pytest.mark.parametrize("rows", [1, 2, 3, 8, 9, 15, 16, 17, 33])
 @pytest.mark.parametrize("in_features, out_features", [(1, 1), (17, 5), (31, 33), (32, 16), (1000, 129)])
 def test_small_batch_linear_with_bf16_weights(rows, in_features, out_features):
     x, weight, bias = bf16_linear_case(rows, in_features, out_features, rows * 1000 + in_features)
@@ -58,7 +58,7 @@ def test_the_fallback_without_bf16_dot_products_computes_the_same_products():
     script = (
         "import sys, torch; from fractal_ext import ops; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/../helpers'];"
         "from test_bf16_weights import bf16_linear_case;"
-        "torch.save([ops.small_batch_linear(*bf16_linear_case(r, 1000, 257, r)) for r in (1, 5, 8)], sys.argv[2])"
+        "torch.save([ops.small_batch_linear(*bf16_linear_case(r, 1000, 257, r)) for r in (1, 5, 8, 12)], sys.argv[2])"
     )
     results = {}
     for disabled in ("1", "0"):
@@ -67,7 +67,7 @@ def test_the_fallback_without_bf16_dot_products_computes_the_same_products():
         subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent), str(path)], env=env, check=True)
         results[disabled] = torch.load(path)
         path.unlink()
-    for rows, fallback, dot in zip((1, 5, 8), results["1"], results["0"]):
+    for rows, fallback, dot in zip((1, 5, 8, 12), results["1"], results["0"]):
         x, weight, bias = bf16_linear_case(rows, 1000, 257, rows)
         torch.testing.assert_close(fallback, reference.small_batch_linear(x, weight, bias), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(fallback, dot, rtol=1e-5, atol=1e-5)

@@ -8,7 +8,7 @@ from fractal_ext import ops
 pytestmark = pytest.mark.skipif(not ops.EXTENSION_AVAILABLE, reason="fractal_ext._C is not built")
 
 
-@pytest.mark.parametrize("rows", [1, 2, 3, 7, 8, 9, 17])
+@pytest.mark.parametrize("rows", [1, 2, 3, 7, 8, 9, 15, 16, 17, 33])
 @pytest.mark.parametrize("in_features, out_features", [(1, 1), (3, 5), (16, 16), (17, 33), (1000, 129)])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_matches_torch_linear(rows, in_features, out_features, with_bias):
