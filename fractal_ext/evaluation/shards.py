@@ -173,7 +173,9 @@ def sample_chunks(model, run: GenerationRun, output_dir, rank: int = 0, world_si
 
     device = next(model.parameters()).device
     mine = [chunk for chunk in range(rank, run.num_chunks, world_size)]
-    remove_interrupted_writes(output_dir, mine)
+    removed = remove_interrupted_writes(output_dir, mine)
+    if progress is not None and removed:
+        progress(f"[rank {rank}] removed {len(removed)} temporary file(s) of interrupted shard writes")
     pending = [chunk for chunk in mine if not shard_path(output_dir, chunk).is_file()]
     if progress is not None and len(pending) < len(mine):
         progress(f"[rank {rank}] {len(mine) - len(pending)} of its {len(mine)} chunks are on disk already")
