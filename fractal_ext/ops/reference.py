@@ -152,38 +152,41 @@ def rotate_pairs(x, rope):
 
 
 def llama_block_step(x, attention_norm_weight, wqkv, wo, ffn_norm_weight, w1, w2, w3, rope, k_cache, v_cache,
-                     cache_seqlens, norm_eps, scale, *, attention=kv_cache_attention):
+                     cache_seqlens, norm_eps, scale, *, attention=kv_cache_attention, linear=small_batch_linear):
     """One decoding step of a LLaMA block, x [R, D] -> [R, D]; `attention` is the KV-cache
-    attention to use (the fused operator when this composes the step on CUDA or under autocast)."""
+    attention to use (the fused operator when this composes the step on CUDA or under autocast),
+    `linear(x, weight)` the linear layer (the sampler's oneDNN bf16 GEMM, on its packed weights)."""
     return llama_block_positions(x[:, None], attention_norm_weight, wqkv, wo, ffn_norm_weight, w1, w2, w3, rope[None],
-                                 k_cache, v_cache, cache_seqlens, norm_eps, scale, attention=attention)[:, 0]
+                                 k_cache, v_cache, cache_seqlens, norm_eps, scale, attention=attention,
+                                 linear=linear)[:, 0]
 
 
 def llama_block_positions(x, attention_norm_weight, wqkv, wo, ffn_norm_weight, w1, w2, w3, rope, k_cache, v_cache,
-                          cache_seqlens, norm_eps, scale, *, attention=kv_cache_attention):
+                          cache_seqlens, norm_eps, scale, *, attention=kv_cache_attention, linear=small_batch_linear):
     """llama_block_step over T consecutive positions at once, x [R, T, D], rope [T, head_dim/2, 2]
     -> [R, T, D]; the caches get the T positions from cache_seqlens on (each attends causally)."""
     rows, new_len, dim = x.shape
     heads = k_cache.shape[1]
-    qkv = small_batch_linear(rms_norm(x, attention_norm_weight, norm_eps), wqkv)
+    qkv = linear(rms_norm(x, attention_norm_weight, norm_eps), wqkv)
     qkv = qkv.view(rows, new_len, 3, heads, dim // heads)
     q, k = rotate_pairs(qkv[:, :, :2], rope[:, None, None]).unbind(2)
     attended = attention(q, k, qkv[:, :, 2], k_cache, v_cache, cache_seqlens, scale)
-    x = x + small_batch_linear(attended.reshape(rows, new_len, dim), wo)
+    x = x + linear(attended.reshape(rows, new_len, dim), wo)
     h = rms_norm(x, ffn_norm_weight, norm_eps)
-    return x + small_batch_linear(F.silu(small_batch_linear(h, w1)) * small_batch_linear(h, w3), w2)
+    return x + linear(F.silu(linear(h, w1)) * linear(h, w3), w2)
 
 
 def vit_block_step(x, norm1_weight, norm1_bias, qkv_weight, qkv_bias, proj_weight, proj_bias, norm2_weight,
                    norm2_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, k_cache, v_cache, cache_seqlens, norm_eps,
-                   scale, *, attention=kv_cache_attention):
-    """One decoding step of a causal ViT block (pixel heads), x [R, D] -> [R, D]."""
+                   scale, *, attention=kv_cache_attention, linear=small_batch_linear):
+    """One decoding step of a causal ViT block (pixel heads), x [R, D] -> [R, D] (`attention`,
+    `linear`: see llama_block_step)."""
     rows, dim = x.shape
     heads = k_cache.shape[1]
     normed = F.layer_norm(x, (dim,), norm1_weight, norm1_bias, norm_eps)
-    q, k, v = small_batch_linear(normed, qkv_weight, qkv_bias).view(rows, 1, 3, heads, dim // heads).unbind(2)
+    q, k, v = linear(normed, qkv_weight, qkv_bias).view(rows, 1, 3, heads, dim // heads).unbind(2)
     attended = attention(q, k, v, k_cache, v_cache, cache_seqlens, scale)
-    x = x + small_batch_linear(attended.reshape(rows, dim), proj_weight, proj_bias)
+    x = x + linear(attended.reshape(rows, dim), proj_weight, proj_bias)
     normed = F.layer_norm(x, (dim,), norm2_weight, norm2_bias, norm_eps)
-    hidden = F.gelu(small_batch_linear(normed, fc1_weight, fc1_bias))
-    return x + small_batch_linear(hidden, fc2_weight, fc2_bias)
+    hidden = F.gelu(linear(normed, fc1_weight, fc1_bias))
+    return x + linear(hidden, fc2_weight, fc2_bias)

@@ -2,7 +2,7 @@
 modules' eager `sample` on the fused operators, and `generate` (labels in, images out).
 
 One sampling run: `FastSampler.sample` validates the arguments (fractal_ext.settings), chooses the
-compute paths once (`plan.choose_paths`: block-step kernels, oneDNN MAR passes, CUDA graphs),
+compute paths once (`plan.choose_paths`: block-step kernels, oneDNN GEMMs, CUDA graphs),
 then runs the levels (`ar.py`, `mar.py`, `pixel_head.py`) on the run's buffers (`workspace.py`).
 """
 from fractal_ext.sampler.fast_sampler import FastSampler

@@ -74,8 +74,7 @@ class FastAR:
     def blocks_and_caches(self, token, run: SamplingRun):
         """The blocks' weights and KV caches for `token`'s rows, looked up once per call."""
         gen = self.gen
-        weight_copy = self.workspace.bf16_copy if run.paths.bf16_weights else None
-        blocks = [llama_block_weights(block, weight_copy) for block in gen.blocks]
+        blocks = [llama_block_weights(block, token.shape[0], run.paths, self.workspace) for block in gen.blocks]
         caches = [
             self.workspace.kv_cache(("ar", self.level, index), token.shape[0], gen.num_heads, gen.seq_len,
                                     run.paths.cache_head_dim(gen.head_dim), matmul_dtype(token), token.device)
@@ -120,8 +119,7 @@ class FastAR:
         def through_blocks(token, rope, positions):
             x = token
             for block_weights, block_caches in zip(blocks, caches):
-                x = llama_block_decode(x, block_weights, rope, block_caches, positions, self.scale,
-                                       run.paths.block_step_kernels)
+                x = llama_block_decode(x, block_weights, rope, block_caches, positions, self.scale)
             return layer_norm(x, self.gen.norm)
 
         # Same shapes and the same cache buffers at every position: one graph per level and row count.

@@ -10,33 +10,12 @@ takes 2.14 s instead of 2.72 s. The weights are
 reordered once per sampling run (0.6 s for FractalMAR-64, and a copy of the MAR weights held
 meanwhile). Same arithmetic up to fp32 rounding (1.9e-5 after 32 FractalMAR-64 blocks).
 
-oneDNN's linear is reached through `torch.ops.mkldnn` (what torch.compile's CPU backend calls);
-where it is missing or fails its self-check, the modules run as they are.
+oneDNN's linear: fractal_ext.sampler.onednn; where it is missing, the modules run as they are.
 """
-from functools import lru_cache
-
 import torch
 import torch.nn.functional as F
 
-
-@lru_cache(maxsize=None)
-def onednn_linear_available() -> bool:
-    """Whether oneDNN's linear exists in this torch build and computes a linear (checked once, on
-    fixed inputs: the check runs during a sampling run and must not draw from the global RNG)."""
-    x = torch.linspace(-1, 1, 24).view(3, 8)
-    weight, bias = torch.linspace(-2, 2, 40).view(5, 8).cos(), torch.linspace(0, 1, 5)
-    try:
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight, 3)
-        ours = _linear(x, packed, bias)
-    except (AttributeError, RuntimeError, NotImplementedError):
-        # No oneDNN in this build, or an op signature this torch does not have: the modules run.
-        return False
-    return torch.allclose(ours, F.linear(x, weight, bias), rtol=1e-4, atol=1e-5)
-
-
-def _linear(x, packed_weight, bias, activation="none"):
-    # activation "gelu" with algorithm "none" is the exact (erf) GELU, applied in the GEMM's epilogue.
-    return torch.ops.mkldnn._linear_pointwise(x, packed_weight, bias, activation, [], "none" if activation == "gelu" else "")
+from fractal_ext.sampler import onednn
 
 
 class ReorderedBlocks:
@@ -54,8 +33,7 @@ class ReorderedBlocks:
         self.blocks = list(blocks)
         self.dtype = dtype
         self.weights = [
-            tuple(torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach().to(dtype), rows_hint)
-                  for linear in self.linears(block))
+            tuple(onednn.reorder(linear.weight.to(dtype), rows_hint) for linear in self.linears(block))
             for block in self.blocks
         ]
 
@@ -75,11 +53,11 @@ class ReorderedBlocks:
         b, n, c = x.shape
         attn, mlp = block.attn, block.mlp
         h = F.layer_norm(x, (c,), block.norm1.weight, block.norm1.bias, block.norm1.eps).to(self.dtype)
-        q, k, v = _linear(h, qkv_weight, attn.qkv.bias).view(b, n, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = onednn.linear(h, qkv_weight, attn.qkv.bias).view(b, n, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
         if outputs is not None:
             q = q.take_along_dim(outputs[:, None, :, None], dim=2)
             x = x.take_along_dim(outputs[:, :, None], dim=1)
         attended = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
-        x = x + _linear(attended.transpose(1, 2).reshape(b, -1, c), proj_weight, attn.proj.bias)
+        x = x + onednn.linear(attended.transpose(1, 2).reshape(b, -1, c), proj_weight, attn.proj.bias)
         h = F.layer_norm(x, (c,), block.norm2.weight, block.norm2.bias, block.norm2.eps).to(self.dtype)
-        return x + _linear(_linear(h, fc1_weight, mlp.fc1.bias, "gelu"), fc2_weight, mlp.fc2.bias)
+        return x + onednn.linear(onednn.linear(h, fc1_weight, mlp.fc1.bias, "gelu"), fc2_weight, mlp.fc2.bias)

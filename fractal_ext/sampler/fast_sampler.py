@@ -48,8 +48,9 @@ class FastSampler:
         matmuls under autocast (as the official code does on GPU), keeping the fp32 islands of the
         modules (RMSNorm, MAR attention logits, output logits, sampling), except "bf16" on the CPU:
         the block-step operators read bf16 copies of the weight matrices (made once per model,
-        kept with the sampler's buffers) and the MAR passes run bf16 GEMMs, the rest fp32 (see
-        ComputePaths.bf16_weights). `cuda_graphs`: replay
+        kept with the sampler's buffers), steps of more than 8 rows in blocks 512 or more wide
+        and the MAR passes run oneDNN bf16 GEMMs, the rest fp32 (see ComputePaths.bf16_weights
+        and onednn_bf16_steps). `cuda_graphs`: replay
         the AR levels' token steps, the MAR levels' passes and the pixel heads' channel steps as
         CUDA graphs (None: on for CUDA when this build has the CUDA kernels). `paths`: the
         implementations to take (default: chosen from the device, precision and cuda_graphs;

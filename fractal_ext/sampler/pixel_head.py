@@ -34,8 +34,8 @@ class FastPixelHead:
         channels = head.channels
         pixels = torch.empty(n, channels, device=cond.device)
         token = F.linear(cond, head.cond_proj.weight, head.cond_proj.bias)
-        weight_copy = self.workspace.bf16_copy if run.paths.bf16_weights else None
-        blocks = [(vit_block_weights(block, weight_copy), block.attn.scale) for block in head.blocks]
+        blocks = [(vit_block_weights(block, rows, run.paths, self.workspace), block.attn.scale)
+                  for block in head.blocks]
         caches = [
             self.workspace.kv_cache(("pixel_head", id(self), index), rows, self.num_heads, channels,
                                     run.paths.cache_head_dim(self.head_dim), matmul_dtype(token), token.device)
@@ -48,8 +48,7 @@ class FastPixelHead:
                 """The token at sequence position `channel` -> the logits of that channel [R, 256]."""
                 x = layer_norm(token, head.ln)
                 for (block_weights, scale), block_caches in zip(blocks, caches):
-                    x = vit_block_decode(x, block_weights, block_caches, positions, scale,
-                                         run.paths.block_step_kernels)
+                    x = vit_block_decode(x, block_weights, block_caches, positions, scale)
                 codebook, mlm = head.codebooks[channel], head.mlms[channel]
                 with torch.autocast(device_type=token.device.type, enabled=False):
                     return torch.addmm(mlm.bias.float(), layer_norm(x, head.norm).float(), codebook.weight.float().t())

@@ -6,8 +6,8 @@ from typing import Callable
 import torch
 
 from fractal_ext.models.known import LevelUnknowns, level_unknowns, unknown_token_counts
-from fractal_ext.sampler.bidirectional import onednn_linear_available
 from fractal_ext.sampler.graphs import CudaStepGraph, StepGraphs, graph_safe_on_cuda
+from fractal_ext.sampler.onednn import onednn_linear_available
 from fractal_ext.settings import SamplingControls
 
 # The CUDA attention kernel reads head rows as 16-byte vectors, so it takes head dims that are
@@ -27,6 +27,8 @@ class ComputePaths:
     bf16_weights: the CPU bf16 mode: the block-step operators read bf16 copies of the weight
         matrices and the MAR passes run bf16 GEMMs (oneDNN's, or the modules under autocast);
         activations, norms, attention softmax and sampling stay fp32, and no autocast is active.
+    onednn_bf16_steps: in the CPU bf16 mode, block steps of more rows than the bf16 kernels take
+        in one pass run on oneDNN's bf16 GEMMs instead (fractal_ext.sampler.decode.block_step_path).
     cache_head_dim_multiple: KV-cache rows are padded to a multiple of this (zero columns).
     step_graph: the class that records and replays fixed-shape steps (CUDA graphs), or None to run
         every step directly."""
@@ -34,6 +36,7 @@ class ComputePaths:
     block_step_kernels: bool = False
     onednn_mar_pass: bool = False
     bf16_weights: bool = False
+    onednn_bf16_steps: bool = False
     cache_head_dim_multiple: int = 1
     step_graph: type | None = None
 
@@ -61,10 +64,12 @@ def choose_paths(device: torch.device, precision: str, cuda_graphs: bool | None)
     """CPU fp32 and bf16: the CPU operators (bf16: on bf16 weight copies); elsewhere (CUDA, CPU
     fp16) the composed steps, under autocast at a reduced precision."""
     cpu_kernels = device.type == "cpu" and precision in ("fp32", "bf16")
+    cpu_bf16 = device.type == "cpu" and precision == "bf16"
     return ComputePaths(
         block_step_kernels=cpu_kernels,
         onednn_mar_pass=cpu_kernels and onednn_linear_available(),
-        bf16_weights=device.type == "cpu" and precision == "bf16",
+        bf16_weights=cpu_bf16,
+        onednn_bf16_steps=cpu_bf16 and onednn_linear_available(),
         cache_head_dim_multiple=CUDA_HEAD_DIM_MULTIPLE if device.type == "cuda" else 1,
         step_graph=CudaStepGraph if use_graphs(cuda_graphs, device) else None,
     )

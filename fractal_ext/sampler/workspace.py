@@ -7,6 +7,13 @@ import weakref
 
 import torch
 
+from fractal_ext.sampler import onednn
+
+# The row count oneDNN lays out its packed weights for: the CPU bf16 mode's block steps of 9 or
+# more rows, mostly 16 (8 images with their guidance twins).
+ONEDNN_ROWS_HINT = 16
+
+
 class _ThreadBuffers(threading.local):
     def __init__(self):
         self.caches = {}
@@ -36,6 +43,11 @@ class Workspace:
     def bf16_copy(self, weight: torch.Tensor) -> torch.Tensor:
         """A bf16 copy of a weight matrix, made once (see `prepared`)."""
         return self.prepared(("bf16", id(weight)), (weight,), lambda: weight.detach().to(torch.bfloat16).contiguous())
+
+    def onednn_bf16_copy(self, weight: torch.Tensor) -> torch.Tensor:
+        """A bf16 copy of a weight matrix in oneDNN's blocked layout, made once (see `prepared`)."""
+        return self.prepared(("onednn bf16", id(weight)), (weight,),
+                             lambda: onednn.reorder(weight.to(torch.bfloat16), ONEDNN_ROWS_HINT))
 
     def kv_cache(self, key, rows, heads, max_len, width, dtype, device):
         """(k, v) caches [rows, heads, max_len, width]; `width` is the head dim, padded where the

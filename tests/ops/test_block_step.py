@@ -121,7 +121,8 @@ def test_vit_bad_input(change, message):
 
 
 def test_the_sampler_takes_the_block_step_kernel_where_it_is_faster():
-    from fractal_ext.sampler.decode import block_step_kernel_fits
+    from fractal_ext.sampler.decode import block_step_kernel_fits, block_step_path
+    from fractal_ext.sampler.onednn import onednn_linear_available
     from fractal_ext.sampler.plan import choose_paths
 
     assert block_step_kernel_fits(4, 128) and not block_step_kernel_fits(8, 128)
@@ -130,3 +131,13 @@ def test_the_sampler_takes_the_block_step_kernel_where_it_is_faster():
     assert fp32.block_step_kernels and not fp32.bf16_weights
     assert bf16.block_step_kernels and bf16.bf16_weights  # the CPU bf16 mode: kernels on bf16 weight copies
     assert not fp16.block_step_kernels and not fp16.bf16_weights  # autocast: composed steps
+    assert [block_step_path(rows, 1024, fp32) for rows in (8, 16, 17)] == ["kernel", "kernel", "composed"]
+    assert [block_step_path(rows, 128, fp32) for rows in (4, 5)] == ["kernel", "composed"]
+    assert [block_step_path(rows, 128, fp16) for rows in (1, 16)] == ["composed", "composed"]
+    # The CPU bf16 mode: beyond 8 rows (two passes of its kernels' GEMVs), oneDNN's bf16 GEMMs in
+    # blocks 1024 wide, and in blocks 512 wide beyond the kernels' 16 rows.
+    assert bf16.onednn_bf16_steps == onednn_linear_available()
+    if bf16.onednn_bf16_steps:
+        assert [block_step_path(rows, 1024, bf16) for rows in (8, 9, 64)] == ["kernel", "onednn_bf16", "onednn_bf16"]
+        assert [block_step_path(rows, 512, bf16) for rows in (16, 17)] == ["kernel", "onednn_bf16"]
+    assert [block_step_path(rows, 128, bf16) for rows in (4, 16)] == ["kernel", "composed"]

@@ -4,7 +4,8 @@ import torch
 
 from fractal_ext import ops
 from fractal_ext.models.layers import ViTBlock
-from fractal_ext.sampler.bidirectional import ReorderedBlocks, onednn_linear_available
+from fractal_ext.sampler.bidirectional import ReorderedBlocks
+from fractal_ext.sampler.onednn import onednn_linear_available
 from fractal_ext.sampler.plan import choose_paths
 from fractal_ext.sampler.mar import tokens_read_by_gather
 

@@ -11,6 +11,7 @@ from fractal_ext.settings import SamplingControls
 from fractal_ext.sampler import FastSampler, generate
 from fractal_ext.sampler.ar import FastAR
 from fractal_ext.sampler.graphs import StepGraphs
+from fractal_ext.sampler.onednn import onednn_linear_available
 from fractal_ext.sampler.plan import SamplingRun, choose_paths
 from fractal_ext.sampler.pixel_head import FastPixelHead
 from fractal_ext.sampler.workspace import Workspace
@@ -137,6 +138,29 @@ def test_reduced_precision_sampling_runs_and_stays_close(name):
                      args["filter_threshold"], precision="int8")
 
 
+@pytest.mark.skipif(not onednn_linear_available(), reason="torch has no oneDNN linear here")
+def test_cpu_bf16_steps_of_many_rows_run_on_onednn_and_stay_close(monkeypatch):
+    """The CPU bf16 mode's block steps of more than 8 rows (here 16: 8 images, guided) on oneDNN's
+    bf16 GEMMs, taken at every width of the tiny model: packed weight copies made, and the greedy
+    raster sample close to fp32's."""
+    from fractal_ext.sampler import decode
+
+    monkeypatch.setattr(decode, "ONEDNN_BF16_WIDTH", 1)
+    model = build_reference_model("tiny_ar")
+    args = reference_entry("tiny_ar")["sample_args"]
+    labels = torch.arange(8) % 10
+    images = {}
+    for precision in ("fp32", "bf16"):
+        images[precision] = model.sample(model.build_cond_list(labels, args["cfg"]), args["num_iter_list"],
+                                         args["cfg"], args["cfg_schedule"], args["temperature"],
+                                         args["filter_threshold"], greedy=True, raster_order=True, precision=precision)
+    prepared = model.fast_sampler().workspace._prepared
+    assert any(key[0] == "onednn bf16" for key in prepared)
+    assert not any(key[0] == "bf16" for key in prepared)  # no step took the kernels' copies
+    close = (to_uint8(images["bf16"]).int() - to_uint8(images["fp32"]).int()).abs() <= 8
+    assert close.float().mean() > 0.5
+
+
 @pytest.mark.parametrize("name", ["tiny_ar", "tiny_mar4_gp"])
 def test_cpu_bf16_mode_makes_its_weight_copies_once_and_again_after_the_weights_change(name):
     """precision="bf16" on the CPU: bf16 copies of the weight matrices (and, for MAR, the
@@ -146,19 +170,20 @@ def test_cpu_bf16_mode_makes_its_weight_copies_once_and_again_after_the_weights_
 
     model = build_reference_model(name)
     args = reference_entry(name)["sample_args"]
+    labels = reference_tensors(name)["in.labels"][:2]  # 4 rows, guided: the kernels' steps at every width
 
     def sample(model):
-        return model.sample(model.build_cond_list(reference_tensors(name)["in.labels"], args["cfg"]),
+        return model.sample(model.build_cond_list(labels, args["cfg"]),
                             args["num_iter_list"], args["cfg"], args["cfg_schedule"], args["temperature"],
                             args["filter_threshold"], greedy=True, raster_order=True, precision="bf16")
 
     first = sample(model)
     prepared = model.fast_sampler().workspace._prepared
     copies = {key: entry[2] for key, entry in prepared.items()}
-    assert any(key[0] == "bf16" and value.dtype == torch.bfloat16 for key, value in copies.items())
-    if name.startswith("tiny_mar"):
-        from fractal_ext.sampler.bidirectional import onednn_linear_available
+    if name.startswith("tiny_mar"):  # its pixel heads get more rows than the kernels take: fp32 composed steps
         assert any(key[0] == "bf16 reordered MAR blocks" for key in copies) == onednn_linear_available()
+    else:
+        assert any(key[0] == "bf16" and value.dtype == torch.bfloat16 for key, value in copies.items())
     assert torch.equal(sample(model), first)
     assert all(prepared[key][2] is value for key, value in copies.items())  # reused, not remade
     with torch.no_grad():
